@@ -1,0 +1,41 @@
+"""Run the simulator in the foreground: `python -m analytics_assets.simulator --scale 300`."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from analytics_assets.simulator import DEFAULT_TOKEN, ApiSimulator, FaultPlan, generate_world
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--scale", type=int, default=300, help="number of rooms")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--token", default=DEFAULT_TOKEN, help="the bearer token it accepts")
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--fault-rate", type=float, default=0.0, help="share of 429/5xx answers")
+    args = parser.parse_args(argv)
+
+    world = generate_world(scale=args.scale, seed=args.seed)
+    sim = ApiSimulator(
+        world,
+        token=args.token,
+        latency=args.latency_ms / 1000,
+        faults=FaultPlan(rate=args.fault_rate, seed=args.seed),
+        port=args.port,
+    ).start()
+    print(
+        f"analytics API simulator on {sim.base_url}: {len(world.rooms)} rooms, "
+        f"{len(world.sessions)} sessions, {len(world.retained_events())} events. Ctrl-C stops it."
+    )
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        sim.stop()
+
+
+if __name__ == "__main__":
+    main()

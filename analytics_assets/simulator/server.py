@@ -1,0 +1,326 @@
+"""A local HTTP simulator of the analytics API's eight GET endpoints.
+
+It answers the way `shared/api/API_NOTES.md` describes the reference, including its awkward
+parts, so that the pipeline and its tests meet them offline:
+
+- bearer auth: anything but `Authorization: Bearer <token>` is a 401 `{"code", "message"}`;
+- lists (`rooms`, `sessions`, `templates`, `recordings`) page with `limit`/`start`/`last`; by
+  default the final page still carries `last` and the page after it is empty (`final_page`);
+- events page with an opaque `next`, require `room_id` (400 without) and only serve 30 days;
+- active-room peers are an object keyed by peer id; a room that is not live answers 404 or an
+  empty object (`inactive_peers`);
+- settings and destinations are bare objects;
+- faults: scripted or random 429 (with `Retry-After`) and 5xx, and latency.
+
+Every request is recorded in `ApiSimulator.requests` so tests can assert what the API saw.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Literal
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from analytics_assets.simulator.world import World, parse_iso
+
+DEFAULT_TOKEN = "simulator-management-token"
+TRANSIENT_STATUSES = (429, 500, 502, 503, 504)
+
+FinalPage = Literal["empty_page", "no_last"]
+InactivePeers = Literal["404", "empty"]
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    path: str
+    params: dict[str, list[str]]
+    status: int
+
+
+@dataclass
+class FaultPlan:
+    """Which requests fail, and how.
+
+    `scripted` maps a path prefix to statuses answered, in order, before it answers normally;
+    `always` maps a path prefix to a status it answers every time; `rate` is the share of other
+    requests that get a random transient status (seeded, so a run is repeatable).
+    """
+
+    scripted: dict[str, list[int]] = field(default_factory=dict)
+    always: dict[str, int] = field(default_factory=dict)
+    rate: float = 0.0
+    retry_after: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+        self._lock = threading.Lock()
+
+    def fault_for(self, path: str) -> int | None:
+        with self._lock:
+            for prefix, status in self.always.items():
+                if path.startswith(prefix):
+                    return status
+            for prefix, queue in self.scripted.items():
+                if path.startswith(prefix) and queue:
+                    return queue.pop(0)
+            if self.rate and self._rng.random() < self.rate:
+                return self._rng.choice(TRANSIENT_STATUSES)
+        return None
+
+
+def _error(status: int, retry_after: int) -> ApiError:
+    if status == 429:
+        return ApiError(
+            429,
+            f"rate limit exceeded, retry after {retry_after} seconds",
+            {"Retry-After": str(retry_after)},
+        )
+    return ApiError(status, "internal error, please retry")
+
+
+_LIST_FILTERS: dict[str, dict[str, str]] = {
+    # query parameter -> field it filters on ("after"/"before" compare creation times)
+    "rooms": {"enabled": "enabled", "name": "name", "template_id": "template_id"},
+    "sessions": {"room_id": "room_id", "active": "active"},
+    "recordings": {"room_id": "room_id", "session_id": "session_id", "status": "status"},
+    "templates": {},
+}
+_MIN_LIMIT = {"rooms": 10, "sessions": 10, "templates": 10, "recordings": 1}
+
+
+class ApiSimulator:
+    """Serves a `World` on loopback. Use as a context manager, or `start()`/`stop()`."""
+
+    def __init__(
+        self,
+        world: World,
+        *,
+        token: str = DEFAULT_TOKEN,
+        latency: float = 0.0,
+        faults: FaultPlan | None = None,
+        final_page: FinalPage = "empty_page",
+        inactive_peers: InactivePeers = "404",
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.world = world
+        self.token = token
+        self.latency = latency
+        self.faults = faults or FaultPlan()
+        self.final_page: FinalPage = final_page
+        self.inactive_peers: InactivePeers = inactive_peers
+        self.requests: list[RecordedRequest] = []
+        self.lock = threading.RLock()
+        self._server = ThreadingHTTPServer((host, port), _handler_for(self))
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> ApiSimulator:
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> ApiSimulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ---- what tests ask ----------------------------------------------------------------------
+    def requests_to(self, prefix: str) -> list[RecordedRequest]:
+        with self.lock:
+            return [r for r in self.requests if r.path.startswith(prefix)]
+
+    def reset_requests(self) -> None:
+        with self.lock:
+            self.requests.clear()
+
+    @contextmanager
+    def moving(self) -> Iterator[World]:
+        """Hold the world still against concurrent requests while a test changes it."""
+        with self.lock:
+            yield self.world
+
+    # ---- request handling --------------------------------------------------------------------
+    def handle(self, path: str, params: dict[str, list[str]], auth: str | None) -> Any:
+        if self.latency:
+            time.sleep(self.latency)
+        if auth != f"Bearer {self.token}":
+            raise ApiError(401, "unauthorized: token missing, invalid or expired")
+        fault = self.faults.fault_for(path)
+        if fault is not None:
+            raise _error(fault, self.faults.retry_after)
+        with self.lock:
+            return self._route(path, params)
+
+    def _route(self, path: str, params: dict[str, list[str]]) -> Any:
+        for pattern, handler in self._routes():
+            match = pattern.fullmatch(path)
+            if match:
+                return handler(params, *(unquote(g) for g in match.groups()))
+        raise ApiError(404, f"no such endpoint: {path}")
+
+    def _routes(self) -> list[tuple[re.Pattern[str], Callable[..., Any]]]:
+        return [
+            (re.compile(r"/v2/(rooms|sessions|templates|recordings)"), self._list),
+            (re.compile(r"/v2/active-rooms/([^/]+)/peers"), self._active_peers),
+            (re.compile(r"/v2/templates/([^/]+)/settings"), self._template_settings),
+            (re.compile(r"/v2/templates/([^/]+)/destinations"), self._template_destinations),
+            (re.compile(r"/v2/analytics/events"), self._events),
+        ]
+
+    def _list(self, params: dict[str, list[str]], collection: str) -> dict[str, Any]:
+        items: list[dict[str, Any]] = getattr(self.world, collection)
+        limit = _limit(params, minimum=_MIN_LIMIT[collection])
+        for param, field_name in _LIST_FILTERS[collection].items():
+            if param in params:
+                wanted = params[param][0]
+                items = [i for i in items if _as_param(i.get(field_name)) == wanted]
+        for param, keep in (("after", lambda a, b: a >= b), ("before", lambda a, b: a <= b)):
+            if param in params:
+                bound = _parse_time_param(params[param][0], param)
+                items = [i for i in items if keep(parse_iso(i["created_at"]), bound)]
+        if "start" in params:
+            start = params["start"][0]
+            items = [i for i in items if i["id"] > start]
+        page = items[:limit]
+        body: dict[str, Any] = {"limit": limit, "data": page}
+        has_more = len(items) > limit
+        if page and (has_more or self.final_page == "empty_page"):
+            body["last"] = page[-1]["id"]
+        return body
+
+    def _active_peers(self, params: dict[str, list[str]], room_id: str) -> dict[str, Any]:
+        peers = self.world.active_peers(room_id)
+        if peers is None:
+            if self.inactive_peers == "404":
+                raise ApiError(404, f"room {room_id} is not active")
+            peers = {}
+        return {"peers": peers}
+
+    def _template(self, template_id: str) -> dict[str, Any]:
+        template = self.world.template(template_id)
+        if template is None:
+            raise ApiError(404, f"template {template_id} not found")
+        return template
+
+    def _template_settings(self, params: dict[str, list[str]], template_id: str) -> Any:
+        return self._template(template_id)["settings"]
+
+    def _template_destinations(self, params: dict[str, list[str]], template_id: str) -> Any:
+        return self._template(template_id)["destinations"]
+
+    def _events(self, params: dict[str, list[str]]) -> dict[str, Any]:
+        if "room_id" not in params:
+            raise ApiError(400, "room_id is required")
+        room_id = params["room_id"][0]
+        limit = _limit(params, minimum=1)
+        events = [e for e in self.world.retained_events() if e["data"].get("room_id") == room_id]
+        if "type" in params:
+            events = [e for e in events if e["type"] in params["type"]]
+        for param in ("session_id", "peer_id", "user_id", "beam_id"):
+            if param in params:
+                events = [e for e in events if e["data"].get(param) == params[param][0]]
+        offset = _decode_next(params["start"][0], room_id) if "start" in params else 0
+        page = events[offset : offset + limit]
+        more = offset + limit < len(events)
+        return {
+            "limit": limit,
+            "total": len(events),
+            "next": _encode_next(room_id, offset + limit) if more else "",
+            "events": page,
+        }
+
+
+def _limit(params: dict[str, list[str]], *, minimum: int) -> int:
+    raw = params.get("limit", ["10"])[0]
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise ApiError(400, f"invalid limit: {raw!r}") from None
+    if not minimum <= limit <= 100:
+        raise ApiError(400, f"limit must be between {minimum} and 100")
+    return limit
+
+
+def _as_param(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _parse_time_param(value: str, name: str) -> Any:
+    try:
+        return parse_iso(value)
+    except ValueError:
+        raise ApiError(400, f"invalid {name}: expected YYYY-MM-DDTHH:mm:ss.sssZ") from None
+
+
+def _encode_next(room_id: str, offset: int) -> str:
+    raw = json.dumps({"r": room_id, "o": offset}).encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def _decode_next(token: str, room_id: str) -> int:
+    try:
+        decoded = json.loads(base64.urlsafe_b64decode(token.encode()))
+        if decoded["r"] != room_id:
+            raise ValueError
+        return int(decoded["o"])
+    except (ValueError, KeyError, TypeError):
+        raise ApiError(400, "invalid start token") from None
+
+
+def _handler_for(sim: ApiSimulator) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as a real API would offer
+
+        def do_GET(self) -> None:
+            url = urlsplit(self.path)
+            params = parse_qs(url.query, keep_blank_values=True)
+            headers: dict[str, str] = {}
+            try:
+                status, body = 200, sim.handle(url.path, params, self.headers.get("Authorization"))
+            except ApiError as exc:
+                status, body, headers = exc.status, {"code": exc.status, "message": exc.message}, exc.headers
+            with sim.lock:
+                sim.requests.append(RecordedRequest(url.path, params, status))
+            payload = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            pass  # the request log is `sim.requests`
+
+    return Handler

@@ -1,0 +1,355 @@
+"""Deterministic data for the simulated analytics API.
+
+The shapes follow the reference's own samples (`shared/api/examples/`): ObjectId-like ids that
+sort by creation time, sessions with `peers` keyed by peer id, templates with camelCase
+timestamps and embedded settings/destinations, events with a nested `data` object. The same
+seed and scale always give the same world.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+#: The simulated "now". Fixed so a seed gives the same world on every machine and day.
+DEFAULT_CLOCK = datetime(2024, 7, 1, 12, 0, 0, tzinfo=UTC)
+#: The API keeps analytics events this long.
+EVENT_RETENTION = timedelta(days=30)
+
+ROLES = ("host", "guest", "viewer", "teacher", "student")
+REGIONS = ("in", "us", "eu")
+TRACK_TYPES = ("audio", "video")
+ERROR_TYPES = ("client.join.failed", "client.publish.failed", "client.subscribe.failed")
+
+
+def iso(ts: datetime) -> str:
+    """Format a time the way the API does: `YYYY-MM-DDTHH:mm:ss.sssZ`."""
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
+
+
+def parse_iso(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+@dataclass
+class World:
+    """Everything the simulated workspace holds, plus the clock that moves it on."""
+
+    seed: int
+    clock: datetime = DEFAULT_CLOCK
+    templates: list[dict[str, Any]] = field(default_factory=list)
+    rooms: list[dict[str, Any]] = field(default_factory=list)
+    sessions: list[dict[str, Any]] = field(default_factory=list)
+    recordings: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    rng: random.Random = field(default_factory=random.Random)
+    customer_id: str = "627cdddff2e4e30487862ad1"
+
+    # ---- ids -------------------------------------------------------------------------------
+    def object_id(self, at: datetime) -> str:
+        """A Mongo ObjectId-like id: 4 bytes of creation time, then 8 random bytes."""
+        return f"{int(at.timestamp()):08x}{self.rng.getrandbits(64):016x}"
+
+    def uuid(self) -> str:
+        return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+
+    # ---- views the server needs ---------------------------------------------------------------
+    def live_session(self, room_id: str) -> dict[str, Any] | None:
+        for session in reversed(self.sessions):
+            if session["room_id"] == room_id and session["active"]:
+                return session
+        return None
+
+    def active_peers(self, room_id: str) -> dict[str, dict[str, Any]] | None:
+        """Peers now in the room, keyed by peer id; None when the room has no live session."""
+        session = self.live_session(room_id)
+        if session is None:
+            return None
+        return {
+            peer_id: {
+                "id": peer_id,
+                "name": peer["name"],
+                "user_id": peer["user_id"],
+                "metadata": peer.get("metadata", ""),
+                "role": peer["role"],
+                "joined_at": peer["joined_at"],
+            }
+            for peer_id, peer in session["peers"].items()
+            if "left_at" not in peer
+        }
+
+    def template(self, template_id: str) -> dict[str, Any] | None:
+        return next((t for t in self.templates if t["id"] == template_id), None)
+
+    def retained_events(self) -> list[dict[str, Any]]:
+        """The events the API still serves: the last 30 days."""
+        horizon = self.clock - EVENT_RETENTION
+        return [e for e in self.events if parse_iso(e["timestamp"]) >= horizon]
+
+    # ---- generation ----------------------------------------------------------------------------
+    def add_template(self, created: datetime) -> dict[str, Any]:
+        rng = self.rng
+        tid = self.object_id(created)
+        roles = {}
+        for role in rng.sample(ROLES, k=rng.randint(2, 3)):
+            roles[role] = {
+                "name": role,
+                "publishParams": {
+                    "allowed": rng.sample(["audio", "video", "screen"], k=rng.randint(1, 3)),
+                    "audio": {"bitRate": 32, "codec": "opus"},
+                    "video": {"bitRate": rng.choice([300, 500]), "codec": "vp8", "frameRate": 30},
+                },
+                "subscribeParams": {"subscribeToRoles": sorted(roles) + [role]},
+                "permissions": {"endRoom": role in ("host", "teacher"), "mute": True},
+                "priority": 1,
+                "maxPeerCount": 0,
+            }
+        settings: dict[str, Any] = {
+            "region": rng.choice(REGIONS),
+            "recording": None if rng.random() < 0.5 else {"upload": {"type": "s3"}},
+            "roomState": {
+                "messageInterval": rng.choice([1, 5]),
+                "sendPeerList": rng.random() < 0.5,
+                "stopRoomStateOnJoin": True,
+                "enabled": rng.random() < 0.5,
+            },
+            "retry": {} if rng.random() < 0.7 else {"maxAttempts": 3},
+        }
+        destinations: dict[str, Any] = {
+            "browserRecordings": {},
+            "rtmpDestinations": {},
+            "hlsDestinations": {},
+            "transcriptions": {},
+        }
+        # Map keys are the destinations' identities; names inside repeat on purpose.
+        for i in range(rng.randint(1, 2)):
+            key = "default" if i == 0 else self.uuid()
+            destinations["browserRecordings"][key] = {
+                "name": "default",
+                "width": 1280,
+                "height": rng.choice([720, 1080]),
+                "maxDuration": 3600,
+                "autoStopTimeout": rng.choice([600, 1800, 3600]),
+                "thumbnails": {"enabled": False, "width": 0, "height": 0, "offsets": []},
+            }
+        if rng.random() < 0.6:
+            destinations["rtmpDestinations"]["default"] = {
+                "name": "default",
+                "width": 1080,
+                "height": 1920,
+                "maxDuration": 1800,
+                "rtmpUrls": ["rtmp://example.com:443/stream"],
+                "recordingEnabled": True,
+                "autoStopTimeout": 1800,
+            }
+        if rng.random() < 0.5:
+            destinations["hlsDestinations"]["default"] = {
+                "name": "default",
+                "maxDuration": 28800,
+                "layers": [{"width": 1080, "height": 720, "videoBitrate": 1100}],
+                "playlistType": "event",
+                "autoStopTimeout": 7200,
+            }
+        if rng.random() < 0.3:
+            destinations["transcriptions"]["default"] = {
+                "name": "default",
+                "role": "host",
+                "modes": ["recorded"],
+                "outputModes": ["txt", "srt"],
+            }
+        template = {
+            "id": tid,
+            "name": f"template-{len(self.templates) + 1:04d}",
+            "customerId": self.customer_id,
+            "roles": roles,
+            "settings": settings,
+            "destinations": destinations,
+            "createdAt": iso(created),
+            "updatedAt": iso(created),
+            "_id": tid,
+            "customer": self.customer_id,
+        }
+        self.templates.append(template)
+        return template
+
+    def add_room(self, created: datetime) -> dict[str, Any]:
+        rng = self.rng
+        template = rng.choice(self.templates)
+        rid = self.object_id(created)
+        name = f"room-{len(self.rooms) + 1:05d}"
+        room: dict[str, Any] = {
+            "id": rid,
+            "name": name,
+            "enabled": rng.random() < 0.95,
+            "description": f"Room {name}",
+            "customer_id": self.customer_id,
+            "recording_source_template": rng.random() < 0.5,
+            "template_id": template["id"],
+            "template": template["name"],
+            "region": template["settings"]["region"],
+            "created_at": iso(created),
+            "key": f"{self.customer_id}:{name}",
+            "updated_at": "0001-01-01T00:00:00Z",
+            "large_room": rng.random() < 0.1,
+            "max_duration_seconds": rng.choice([2000, 10000]),
+        }
+        if rng.random() < 0.3:
+            room["recording"] = {"enabled": rng.random() < 0.5}
+        self.rooms.append(room)
+        return room
+
+    def add_session(self, room: dict[str, Any], started: datetime, *, live: bool) -> dict:
+        rng = self.rng
+        sid = self.object_id(started)
+        peers: dict[str, dict[str, Any]] = {}
+        duration = timedelta(minutes=rng.randint(5, 90))
+        for _ in range(rng.randint(1, 4)):
+            pid = self.uuid()
+            joined = started + timedelta(seconds=rng.randint(0, 120))
+            peer: dict[str, Any] = {
+                "id": pid,
+                "session_id": sid,
+                "name": rng.choice(["John", "Nick", "Asha", "Mei", "Olu", "Sara"]),
+                "role": rng.choice(ROLES),
+                "user_id": f"user-{rng.randint(1, 5000)}",
+                "joined_at": iso(joined),
+            }
+            if not live:
+                peer["left_at"] = iso(joined + duration - timedelta(seconds=rng.randint(0, 60)))
+            peers[pid] = peer
+        session = {
+            "id": sid,
+            "room_id": room["id"],
+            "customer_id": self.customer_id,
+            "active": live,
+            "peers": peers,
+            "created_at": iso(started),
+            "updated_at": iso(started if live else started + duration),
+        }
+        self.sessions.append(session)
+        self._add_events(room, session)
+        if rng.random() < 0.3:
+            self._add_recording(session, started)
+        return session
+
+    def _add_recording(self, session: dict[str, Any], started: datetime) -> None:
+        created = started + timedelta(seconds=5)
+        ended = parse_iso(session["updated_at"])
+        recording: dict[str, Any] = {
+            "id": self.object_id(created),
+            "room_id": session["room_id"],
+            "session_id": session["id"],
+            "status": "running" if session["active"] else "completed",
+            "created_at": iso(created),
+            "started_at": iso(created + timedelta(seconds=3)),
+            "updated_at": iso(created if session["active"] else ended),
+            "meeting_url": "https://app.example.invalid/preview/meeting",
+            "started_by": next(iter(session["peers"])),
+            "stopped_by": "",
+            "asset_types": ["room-composite", "chat"],
+        }
+        if not session["active"]:
+            recording["stopped_at"] = iso(ended)
+        self.recordings.append(recording)
+
+    def _event(self, kind: str, at: datetime, data: dict[str, Any]) -> None:
+        if at > self.clock:  # not happened yet
+            return
+        self.events.append(
+            {"version": "2.0", "id": self.uuid(), "timestamp": iso(at), "type": kind, "data": data}
+        )
+
+    def _add_events(self, room: dict[str, Any], session: dict[str, Any]) -> None:
+        rng = self.rng
+        for peer in session["peers"].values():
+            base = {
+                "room_id": room["id"],
+                "session_id": session["id"],
+                "room_name": room["name"],
+                "peer_id": peer["id"],
+                "user_id": peer["user_id"],
+                "user_name": peer["name"],
+                "joined_at": peer["joined_at"],
+                "role": peer["role"],
+            }
+            joined = parse_iso(peer["joined_at"])
+            if rng.random() < 0.15:
+                self._event(
+                    rng.choice(ERROR_TYPES),
+                    joined + timedelta(seconds=1),
+                    {
+                        **base,
+                        "template_id": room["template_id"],
+                        "error_code": rng.choice([4005, 4006, 1003]),
+                        "error_name": "ICEDisconnected",
+                        "error_message": "Ice connection state DISCONNECTED",
+                        "is_terminal": False,
+                    },
+                )
+            for track_type in TRACK_TYPES:
+                track = {
+                    **base,
+                    "track_id": self.uuid(),
+                    "stream_id": self.uuid(),
+                    "type": track_type,
+                    "source": "regular",
+                    "started_at": iso(joined + timedelta(seconds=2)),
+                }
+                self._event("track.add.success", joined + timedelta(seconds=2), {**track, "mute": True})
+                self._event(
+                    "track.update.success",
+                    joined + timedelta(seconds=rng.randint(10, 200)),
+                    {**track, "mute": False},
+                )
+                if "left_at" in peer:
+                    left = parse_iso(peer["left_at"])
+                    self._event(
+                        "track.remove.success",
+                        left,
+                        {**track, "mute": False, "stopped_at": iso(left)},
+                    )
+
+    def snapshot(self) -> World:
+        """A deep copy, for tests that compare before and after the world moves."""
+        return copy.deepcopy(self)
+
+
+def generate_world(scale: int = 50, seed: int = 7, clock: datetime = DEFAULT_CLOCK) -> World:
+    """A workspace with `scale` rooms, their sessions, recordings and events.
+
+    About one room in ten has a live session (the only rooms with active peers); rooms were
+    created over the 60 days before `clock`, so part of the event history is already past the
+    API's 30-day retention.
+    """
+    world = World(seed=seed, clock=clock, rng=random.Random(seed))
+    rng = world.rng
+    start = clock - timedelta(days=90)
+    for i in range(max(2, scale // 40)):
+        world.add_template(start + timedelta(hours=i))
+    room_times = sorted(
+        clock - timedelta(days=60) + timedelta(seconds=rng.randint(0, 59 * 86400))
+        for _ in range(scale)
+    )
+    for created in room_times:
+        room = world.add_room(created)
+        when = created + timedelta(minutes=rng.randint(5, 600))
+        for _ in range(rng.randint(0, 3)):
+            if when >= clock - timedelta(hours=2):
+                break
+            session = world.add_session(room, when, live=False)
+            when = parse_iso(session["updated_at"]) + timedelta(hours=rng.randint(1, 200))
+        if rng.random() < 0.12:
+            world.add_session(room, clock - timedelta(minutes=rng.randint(1, 50)), live=True)
+    _sort(world)
+    return world
+
+
+def _sort(world: World) -> None:
+    # ObjectIds start with the creation time, so id order is creation order, as in the API.
+    for items in (world.templates, world.rooms, world.sessions, world.recordings):
+        items.sort(key=lambda item: item["id"])
+    world.events.sort(key=lambda e: (e["timestamp"], e["id"]))
