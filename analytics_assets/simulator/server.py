@@ -300,6 +300,7 @@ def _decode_next(token: str, room_id: str) -> int:
 def _handler_for(sim: ApiSimulator) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as a real API would offer
+        disable_nagle_algorithm = True  # else each response waits ~40 ms for a delayed ACK
 
         def do_GET(self) -> None:
             url = urlsplit(self.path)

@@ -1,0 +1,11 @@
+"""What Dagster loads (`workspace.yaml`, `dagster dev`): wiring only, no logic here."""
+
+import dagster as dg
+from dagster_dlt import DagsterDltResource
+
+from analytics_assets.defs.assets import build_analytics_assets
+
+defs = dg.Definitions(
+    assets=[build_analytics_assets()],
+    resources={"dlt": DagsterDltResource()},
+)

@@ -1,0 +1,51 @@
+"""Where the tables land: the dlt pipeline and its destination, chosen by configuration.
+
+DuckDB is the default; any other dlt destination comes from `DESTINATION_TYPE` (or
+`destination_type` in `.dlt/config.toml`) plus that destination's own dlt settings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dlt
+from dlt.common.destination import Destination
+
+from analytics_assets.source.settings import DATASET_NAME, SOURCE_NAME
+
+PIPELINE_NAME = SOURCE_NAME
+
+
+def default_duckdb_path() -> Path:
+    """`data/warehouse.duckdb` in the project checkout (else under the working directory).
+
+    Not `analytics.duckdb`: a file named like its dataset makes DuckDB's references ambiguous.
+    """
+    checkout = Path(__file__).resolve().parents[2]
+    root = checkout if (checkout / "pyproject.toml").exists() else Path.cwd()
+    return root / "data" / "warehouse.duckdb"
+
+
+def duckdb_path() -> Path:
+    """The DuckDB file in use: dlt's own `DESTINATION__DUCKDB__CREDENTIALS`, else the default."""
+    configured = dlt.config.get("destination.duckdb.credentials", str)
+    return Path(configured) if configured else default_duckdb_path()
+
+
+def warehouse_destination() -> Destination:  # type: ignore[type-arg]
+    destination_type = dlt.config.get("destination_type", str) or "duckdb"
+    if destination_type != "duckdb":
+        # Credentials come from dlt's configuration, e.g. DESTINATION__POSTGRES__CREDENTIALS.
+        return Destination.from_reference(destination_type)
+    path = duckdb_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return dlt.destinations.duckdb(credentials=str(path))
+
+
+def analytics_pipeline() -> dlt.Pipeline:
+    """The pipeline; its working directory is left to dlt (so `DLT_DATA_DIR` applies)."""
+    return dlt.pipeline(
+        pipeline_name=PIPELINE_NAME,
+        destination=warehouse_destination(),
+        dataset_name=DATASET_NAME,
+    )

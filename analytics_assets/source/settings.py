@@ -1,0 +1,57 @@
+"""Constants of the analytics API source: where it is, how it retries, what each table holds."""
+
+DEFAULT_BASE_URL = "https://api.100ms.live"
+SOURCE_NAME = "analytics_api"
+DATASET_NAME = "analytics"
+
+#: The reference allows at most 100 objects a page; fewer pages means fewer requests.
+PAGE_SIZE = 100
+
+#: The specification: retry 429/500/502/503/504, 3 retries (4 attempts), backoff factor 2.
+RETRY_STATUSES = (429, 500, 502, 503, 504)
+REQUEST_MAX_ATTEMPTS = 4
+REQUEST_BACKOFF_FACTOR = 2.0
+#: Cap on one wait, `Retry-After` included (the reference's 429 asks for 45 s).
+REQUEST_MAX_RETRY_DELAY = 60.0
+REQUEST_TIMEOUT = 60.0
+
+#: Environment variable names a user sets for the token, named in errors.
+TOKEN_ENV_VARS = ("API_TOKEN", "SOURCES__ANALYTICS_API__API_TOKEN")
+
+#: One line per table, shown as the asset's description in Dagster.
+RESOURCE_DESCRIPTIONS: dict[str, str] = {
+    "rooms": "Rooms of the workspace (GET /v2/rooms), merged on id.",
+    "sessions": (
+        "Sessions of every room (GET /v2/sessions), merged on id; each session's peers "
+        "(an object keyed by peer id in the API) are rows of sessions__peers."
+    ),
+    "active_room_peers": (
+        "Who is in a live room now (GET /v2/active-rooms/{room_id}/peers): a snapshot, "
+        "replaced on every refresh; one row per peer with its room_id."
+    ),
+    "templates": (
+        "Room templates (GET /v2/templates), merged on id; roles are rows of templates__roles."
+    ),
+    "template_settings": (
+        "Settings of each template (GET /v2/templates/{id}/settings), one row per template_id."
+    ),
+    "templates_destinations": (
+        "Destinations of each template (GET /v2/templates/{id}/destinations): one row per "
+        "(template_id, kind, key); kind is browserRecordings, rtmpDestinations, "
+        "hlsDestinations or transcriptions, key the destination's map key."
+    ),
+    "analytics_events": (
+        "Analytics events of every room (GET /v2/analytics/events?room_id=), merged on id."
+    ),
+    "recordings": "Recordings (GET /v2/recordings), merged on id.",
+}
+
+RESOURCE_NAMES = tuple(RESOURCE_DESCRIPTIONS)
+
+#: Child resource -> the resource whose rows it fans out from.
+PARENTS: dict[str, str] = {
+    "active_room_peers": "rooms",
+    "analytics_events": "rooms",
+    "template_settings": "templates",
+    "templates_destinations": "templates",
+}
