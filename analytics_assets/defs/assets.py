@@ -45,6 +45,12 @@ class AnalyticsLoadError(Exception):
     """A load failed; the message names the endpoint and the cause, never a secret."""
 
 
+_HINTS = {
+    401: " (the API rejected the token: check API_TOKEN; dashboard tokens expire after 7 days)",
+    403: " (the token lacks access: check API_TOKEN and the workspace it belongs to)",
+}
+
+
 def _root_cause(exc: BaseException) -> BaseException:
     while exc.__cause__ is not None or exc.__context__ is not None:
         nxt = exc.__cause__ or exc.__context__
@@ -68,8 +74,10 @@ def run_load(
         results = list(dlt.run(context=context, dlt_source=source, dlt_pipeline=pipeline))
     except PipelineStepFailed as exc:
         cause = _root_cause(exc)
+        status = getattr(getattr(cause, "response", None), "status_code", 0)
+        hint = _HINTS.get(status, "")
         raise AnalyticsLoadError(
-            f"dlt step '{exc.step}' failed: {type(cause).__name__}: {cause}"
+            f"dlt step '{exc.step}' failed: {type(cause).__name__}: {cause}{hint}"
         ) from exc
     counts = table_row_counts(pipeline, [r.asset_key.path[-1] for r in results if r.asset_key])
     for result in results:

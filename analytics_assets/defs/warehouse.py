@@ -7,6 +7,7 @@ DuckDB is the default; any other dlt destination comes from `DESTINATION_TYPE` (
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import dlt
 from dlt.common.destination import Destination
@@ -32,11 +33,14 @@ def duckdb_path() -> Path:
     return Path(configured) if configured else default_duckdb_path()
 
 
-def warehouse_destination() -> Destination:  # type: ignore[type-arg]
+def warehouse_destination() -> Destination[Any, Any]:
     destination_type = dlt.config.get("destination_type", str) or "duckdb"
     if destination_type != "duckdb":
         # Credentials come from dlt's configuration, e.g. DESTINATION__POSTGRES__CREDENTIALS.
-        return Destination.from_reference(destination_type)
+        destination = Destination.from_reference(destination_type)
+        if destination is None:
+            raise ValueError(f"DESTINATION_TYPE names no dlt destination: {destination_type!r}")
+        return destination
     path = duckdb_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     return dlt.destinations.duckdb(credentials=str(path))

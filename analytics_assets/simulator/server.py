@@ -10,7 +10,8 @@ parts, so that the pipeline and its tests meet them offline:
 - active-room peers are an object keyed by peer id; a room that is not live answers 404 or an
   empty object (`inactive_peers`);
 - settings and destinations are bare objects;
-- faults: scripted or random 429 (with `Retry-After`) and 5xx, and latency.
+- faults: scripted or random 429 (with `Retry-After`) and 5xx, and latency; a broken cursor
+  (`repeat_cursor`: lists ignore `start`, so `last` repeats forever).
 
 Every request is recorded in `ApiSimulator.requests` so tests can assert what the API saw.
 """
@@ -118,6 +119,7 @@ class ApiSimulator:
         faults: FaultPlan | None = None,
         final_page: FinalPage = "empty_page",
         inactive_peers: InactivePeers = "404",
+        repeat_cursor: bool = False,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -127,6 +129,7 @@ class ApiSimulator:
         self.faults = faults or FaultPlan()
         self.final_page: FinalPage = final_page
         self.inactive_peers: InactivePeers = inactive_peers
+        self.repeat_cursor = repeat_cursor
         self.requests: list[RecordedRequest] = []
         self.lock = threading.RLock()
         self._server = ThreadingHTTPServer((host, port), _handler_for(self))
@@ -140,7 +143,9 @@ class ApiSimulator:
         return f"http://{host!s}:{port}"
 
     def start(self) -> ApiSimulator:
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         return self
 
@@ -208,7 +213,7 @@ class ApiSimulator:
             if param in params:
                 bound = _parse_time_param(params[param][0], param)
                 items = [i for i in items if keep(parse_iso(i["created_at"]), bound)]
-        if "start" in params:
+        if "start" in params and not self.repeat_cursor:
             start = params["start"][0]
             items = [i for i in items if i["id"] > start]
         page = items[:limit]
@@ -309,7 +314,11 @@ def _handler_for(sim: ApiSimulator) -> type[BaseHTTPRequestHandler]:
             try:
                 status, body = 200, sim.handle(url.path, params, self.headers.get("Authorization"))
             except ApiError as exc:
-                status, body, headers = exc.status, {"code": exc.status, "message": exc.message}, exc.headers
+                status, body, headers = (
+                    exc.status,
+                    {"code": exc.status, "message": exc.message},
+                    exc.headers,
+                )
             with sim.lock:
                 sim.requests.append(RecordedRequest(url.path, params, status))
             payload = json.dumps(body).encode()
@@ -321,7 +330,7 @@ def _handler_for(sim: ApiSimulator) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(payload)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             pass  # the request log is `sim.requests`
 
     return Handler

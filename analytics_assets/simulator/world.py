@@ -94,7 +94,7 @@ class World:
     def add_template(self, created: datetime) -> dict[str, Any]:
         rng = self.rng
         tid = self.object_id(created)
-        roles = {}
+        roles: dict[str, Any] = {}
         for role in rng.sample(ROLES, k=rng.randint(2, 3)):
             roles[role] = {
                 "name": role,
@@ -103,7 +103,7 @@ class World:
                     "audio": {"bitRate": 32, "codec": "opus"},
                     "video": {"bitRate": rng.choice([300, 500]), "codec": "vp8", "frameRate": 30},
                 },
-                "subscribeParams": {"subscribeToRoles": sorted(roles) + [role]},
+                "subscribeParams": {"subscribeToRoles": [*sorted(roles), role]},
                 "permissions": {"endRoom": role in ("host", "teacher"), "mute": True},
                 "priority": 1,
                 "maxPeerCount": 0,
@@ -299,7 +299,9 @@ class World:
                     "source": "regular",
                     "started_at": iso(joined + timedelta(seconds=2)),
                 }
-                self._event("track.add.success", joined + timedelta(seconds=2), {**track, "mute": True})
+                self._event(
+                    "track.add.success", joined + timedelta(seconds=2), {**track, "mute": True}
+                )
                 self._event(
                     "track.update.success",
                     joined + timedelta(seconds=rng.randint(10, 200)),

@@ -11,6 +11,7 @@ from typing import Any
 import dlt
 from dlt.extract import DltResource
 from dlt.sources.rest_api import RESTAPIConfig, rest_api_resources
+from dlt.sources.rest_api.typing import Endpoint
 
 from analytics_assets.source.helpers import (
     GuardedCursorPaginator,
@@ -43,7 +44,7 @@ __all__ = [
 ]
 
 
-def _list_endpoint(path: str, **params: Any) -> dict[str, Any]:
+def _list_endpoint(path: str, **params: Any) -> Endpoint:
     # The spec's `stop_condition` is not a dlt key; the paginator stops on a missing/empty `last`
     # and after the empty page that follows a final page still carrying `last`.
     return {
@@ -52,6 +53,11 @@ def _list_endpoint(path: str, **params: Any) -> dict[str, Any]:
         "params": {"limit": PAGE_SIZE, **params},
         "paginator": GuardedCursorPaginator("last"),
     }
+
+
+def _object_endpoint(path: str) -> Endpoint:
+    # One bare object per call: no pagination, the whole body is the item.
+    return {"path": path, "paginator": "single_page", "data_selector": "$"}
 
 
 @dlt.source(name=SOURCE_NAME, section=SOURCE_NAME)
@@ -76,7 +82,6 @@ def analytics_api(
         max_retry_delay=request_max_retry_delay,
         timeout=request_timeout,
     )
-    single_object = {"paginator": "single_page", "data_selector": "$"}
     config: RESTAPIConfig = {
         "client": {
             "base_url": base_url,
@@ -118,7 +123,7 @@ def analytics_api(
                 "name": "template_settings",
                 # One bare object with no id of its own: keyed by the template it belongs to.
                 "primary_key": "template_id",
-                "endpoint": {"path": "/v2/templates/{resources.templates.id}/settings", **single_object},
+                "endpoint": _object_endpoint("/v2/templates/{resources.templates.id}/settings"),
                 "include_from_parent": ["id"],
                 "processing_steps": [{"map": rename_parent_key("_templates_id", "template_id")}],
                 # Shapes vary per template (`recording` null or an object, `retry` often {}):
@@ -131,10 +136,7 @@ def analytics_api(
                 # Replaced on refresh so a destination removed upstream leaves the table too.
                 "primary_key": ["template_id", "kind", "key"],
                 "write_disposition": "replace",
-                "endpoint": {
-                    "path": "/v2/templates/{resources.templates.id}/destinations",
-                    **single_object,
-                },
+                "endpoint": _object_endpoint("/v2/templates/{resources.templates.id}/destinations"),
                 "include_from_parent": ["id"],
                 "processing_steps": [{"yield_map": destinations_as_rows}],
             },

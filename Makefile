@@ -1,0 +1,46 @@
+# One entry point for set-up and every check. Each target creates .venv when needed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SCALE ?= 300
+
+.PHONY: help load test check lint types validate dev simulator clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+load: $(BIN)/.installed  ## full load from the local API simulator into data/simulated.duckdb
+	$(BIN)/python -m analytics_assets.run_simulated --scale $(SCALE)
+
+test: $(BIN)/.installed  ## the offline test suite
+	$(BIN)/pytest -q
+
+lint: $(BIN)/.installed  ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+types: $(BIN)/.installed  ## mypy
+	$(BIN)/mypy
+
+validate: $(BIN)/.installed  ## Dagster loads the definitions
+	$(BIN)/dagster definitions validate -m analytics_assets.definitions
+
+check: lint types validate test  ## everything CI runs
+
+simulator: $(BIN)/.installed  ## run the API simulator in the foreground on port 8765
+	$(BIN)/python -m analytics_assets.simulator --scale $(SCALE) --port 8765
+
+dev: $(BIN)/.installed  ## dagster dev against the simulator started by `make simulator`
+	SOURCES__ANALYTICS_API__BASE_URL=http://127.0.0.1:8765 \
+	SOURCES__ANALYTICS_API__API_TOKEN=simulator-management-token \
+	DESTINATION__DUCKDB__CREDENTIALS=$(CURDIR)/data/simulated.duckdb \
+	$(BIN)/dagster dev -w workspace.yaml
+
+clean:  ## remove the virtualenv and local data
+	rm -rf $(VENV) data

@@ -1,0 +1,171 @@
+"""The Dagster assets: the graph users see, and full materializations into a temporary DuckDB."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from analytics_assets.definitions import defs
+from analytics_assets.run_simulated import api_row_counts
+from analytics_assets.simulator import ApiSimulator, FaultPlan, World
+from analytics_assets_tests.conftest import ids, materialize, query
+
+RAW = {
+    "rooms": [],
+    "sessions": [],
+    "active_room_peers": ["rooms"],
+    "templates": [],
+    "template_settings": ["templates"],
+    "templates_destinations": ["templates"],
+    "analytics_events": ["rooms"],
+    "recordings": [],
+}
+
+
+def key(name: str) -> dg.AssetKey:
+    return dg.AssetKey(["analytics", name])
+
+
+def test_asset_keys_and_fan_out_dependencies_are_pinned() -> None:
+    graph = defs.resolve_asset_graph()
+    raw = {k for k in graph.get_all_asset_keys() if graph.get(k).group_name == "analytics_api"}
+    assert raw == {key(name) for name in RAW}
+    for name, parents in RAW.items():
+        node = graph.get(key(name))
+        assert node.parent_keys == {key(p) for p in parents}, name
+        assert node.kinds >= {"dlt", "duckdb"}
+        assert node.description
+
+
+def test_definitions_load_without_any_token_configured() -> None:
+    # The autouse fixture removed every token variable; loading must not need one.
+    assert defs.resolve_implicit_global_asset_job_def() is not None
+
+
+def test_full_materialization_equals_the_api_and_reports_metadata(
+    api: ApiSimulator, world: World, warehouse: Path
+) -> None:
+    result = materialize()
+    assert result.success
+    expected = api_row_counts(world)
+    events = {
+        e.materialization.asset_key.path[-1]: e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+    }
+    assert set(events) == set(RAW)
+    for table, count in expected.items():
+        assert events[table]["dagster/row_count"].value == count, table
+        assert events[table]["rows_loaded"].value == count, table
+        schema = events[table]["dagster/column_schema"].value
+        assert isinstance(schema, dg.TableSchema) and schema.columns
+        assert query(
+            warehouse, f"SELECT count(*), count(DISTINCT {_pk(table)}) FROM analytics.{table}"
+        ) == [(count, count)]
+    assert ids(warehouse, "sessions") == sorted(s["id"] for s in world.sessions)
+    assert ids(warehouse, "analytics_events") == sorted(e["id"] for e in world.retained_events())
+
+
+def test_second_run_changes_nothing(api: ApiSimulator, world: World, warehouse: Path) -> None:
+    assert materialize().success
+    before = _snapshot(warehouse)
+    assert materialize().success
+    assert _snapshot(warehouse) == before
+
+
+def test_child_asset_alone_loads_only_its_table(
+    api: ApiSimulator, world: World, warehouse: Path
+) -> None:
+    result = materialize(["template_settings"])
+    assert result.success
+    assert [e.asset_key for e in result.get_asset_materialization_events()] == [
+        key("template_settings")
+    ]
+    tables = {
+        r[0]
+        for r in query(
+            warehouse,
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'analytics'",
+        )
+    }
+    assert "template_settings" in tables and "templates" not in tables
+
+
+def test_wrong_token_fails_fast_names_401_and_endpoint_keeps_tables_and_hides_token(
+    api: ApiSimulator, warehouse: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert materialize().success
+    before = _snapshot(warehouse)
+    secret = "expired-token-ABCDEF123456"
+    monkeypatch.setenv("API_TOKEN", secret)
+    api.reset_requests()
+    instance = dg.DagsterInstance.ephemeral()
+    result = materialize(raise_on_error=False, instance=instance)
+    assert not result.success
+    message = _failure_message(result)
+    assert "401" in message and "/v2/" in message
+    assert "API_TOKEN" in message  # the hint says what to check
+    logged = "\n".join(str(record) for record in instance.all_logs(result.run_id))
+    assert "401" in logged and secret not in logged
+    assert len(api.requests) <= 4
+    assert _snapshot(warehouse) == before
+
+
+def test_missing_token_fails_naming_api_token(
+    api: ApiSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("API_TOKEN")
+    result = materialize(raise_on_error=False)
+    assert not result.success
+    assert "API_TOKEN" in _failure_message(result)
+    assert api.requests == []
+
+
+def test_endpoint_always_503_fails_the_run_after_4_attempts_and_keeps_loaded_tables(
+    api: ApiSimulator, world: World, warehouse: Path
+) -> None:
+    assert materialize().success
+    before = _snapshot(warehouse)
+    api.faults = FaultPlan(always={"/v2/recordings": 503})
+    api.reset_requests()
+    result = materialize(raise_on_error=False)
+    assert not result.success
+    message = _failure_message(result)
+    assert "503" in message and "/v2/recordings" in message
+    assert len(api.requests_to("/v2/recordings")) == 4
+    assert _snapshot(warehouse) == before
+
+
+# ---- helpers -------------------------------------------------------------------------------
+
+
+def _pk(table: str) -> str:
+    return {
+        "template_settings": "template_id",
+        "templates_destinations": "(template_id, kind, key)",
+    }.get(table, "id")
+
+
+def _snapshot(db: Path) -> dict[str, list[tuple[object, ...]]]:
+    """Every table's rows without dlt's load bookkeeping columns."""
+    columns: dict[str, list[str]] = {}
+    for table, column in query(
+        db,
+        "SELECT table_name, column_name FROM information_schema.columns "
+        "WHERE table_schema = 'analytics' ORDER BY table_name, column_name",
+    ):
+        if not table.startswith("_dlt") and not column.startswith("_dlt"):
+            columns.setdefault(table, []).append(column)
+    return {
+        table: sorted(query(db, f"SELECT {', '.join(cols)} FROM analytics.{table}"), key=str)
+        for table, cols in columns.items()
+    }
+
+
+def _failure_message(result: dg.ExecuteInProcessResult) -> str:
+    failures = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    assert failures
+    error = failures[0].step_failure_data.error
+    assert error is not None
+    return error.to_string()
