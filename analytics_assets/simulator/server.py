@@ -22,6 +22,7 @@ import base64
 import json
 import random
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -132,8 +133,7 @@ class ApiSimulator:
         self.repeat_cursor = repeat_cursor
         self.requests: list[RecordedRequest] = []
         self.lock = threading.RLock()
-        self._server = ThreadingHTTPServer((host, port), _handler_for(self))
-        self._server.daemon_threads = True
+        self._server = _Server((host, port), _handler_for(self))
         self._thread: threading.Thread | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -300,6 +300,16 @@ def _decode_next(token: str, room_id: str) -> int:
         return int(decoded["o"])
     except (ValueError, KeyError, TypeError):
         raise ApiError(400, "invalid start token") from None
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up (a killed run, a test ending) is not the server's error.
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, OSError):
+            super().handle_error(request, client_address)
 
 
 def _handler_for(sim: ApiSimulator) -> type[BaseHTTPRequestHandler]:
