@@ -19,7 +19,7 @@ RAW = {
     "templates": [],
     "template_settings": ["templates"],
     "templates_destinations": ["templates"],
-    "analytics_events": ["rooms"],
+    "analytics_events": ["rooms", "sessions"],
     "recordings": [],
 }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import re
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -90,18 +91,39 @@ def test_quirk_active_peers_object_becomes_rows_with_their_room(
     )
 
 
-@pytest.mark.parametrize("inactive", ["404", "empty"])
-def test_quirk_room_that_is_not_live_gives_no_peers_and_no_failure(
-    world: World, warehouse: Path, inactive: str
+def test_quirk_peers_are_fetched_only_for_rooms_with_a_live_session(
+    api: ApiSimulator, world: World, warehouse: Path
 ) -> None:
-    with ApiSimulator(world, inactive_peers=inactive) as sim:  # type: ignore[arg-type]
-        _load(sim, warehouse)
+    _load(api, warehouse)
     live_rooms = {s["room_id"] for s in world.sessions if s["active"]}
-    assert {
-        r[0] for r in query(warehouse, "SELECT room_id FROM analytics.active_room_peers")
-    } == live_rooms
-    statuses = {r.status for r in sim.requests_to("/v2/active-rooms/")}
-    assert statuses == ({200, 404} if inactive == "404" else {200})
+    listing = api.requests_to("/v2/sessions")
+    assert any(r.params.get("active") == ["true"] for r in listing)
+    peers_requests = api.requests_to("/v2/active-rooms/")
+    assert sorted(r.path.split("/")[3] for r in peers_requests) == sorted(live_rooms)
+
+
+def test_quirk_room_that_ended_since_the_listing_answers_404_no_rows_no_failure(
+    world: World, warehouse: Path
+) -> None:
+    ended, *others = sorted({s["room_id"] for s in world.sessions if s["active"]})
+    faults = FaultPlan(always={f"/v2/active-rooms/{ended}/peers": 404})
+    with ApiSimulator(world, faults=faults) as sim:
+        _load(sim, warehouse)
+    rooms = {r[0] for r in query(warehouse, "SELECT room_id FROM analytics.active_room_peers")}
+    assert rooms == set(others)
+
+
+def test_quirk_live_room_with_an_empty_peers_object_gives_no_rows(
+    world: World, warehouse: Path
+) -> None:
+    emptied = next(s for s in world.sessions if s["active"])
+    for peer in emptied["peers"].values():
+        peer["left_at"] = peer["joined_at"]  # everyone left; the session is still live
+    with ApiSimulator(world) as sim:
+        _load(sim, warehouse)
+    assert any(r.status == 200 for r in sim.requests_to(f"/v2/active-rooms/{emptied['room_id']}"))
+    rooms = {r[0] for r in query(warehouse, "SELECT room_id FROM analytics.active_room_peers")}
+    assert emptied["room_id"] not in rooms and rooms
 
 
 def test_quirk_session_peers_keyed_by_id_become_child_rows(
@@ -163,37 +185,42 @@ def test_quirk_destinations_map_key_is_the_identity_names_repeat(
     assert len(set(names)) < len(names)  # repeated names survive: the key tells them apart
 
 
-def test_quirk_events_need_room_id_so_they_are_fetched_per_room_with_next(
+def test_quirk_events_need_room_id_so_the_first_load_fetches_them_per_room_with_next(
     api: ApiSimulator, world: World, warehouse: Path
 ) -> None:
     _load(api, warehouse)
     requests = api.requests_to("/v2/analytics/events")
-    assert {r.params["room_id"][0] for r in requests} == {room["id"] for room in world.rooms}
-    assert all(r.status == 200 for r in requests)
-    paged = [r for r in requests if "start" in r.params]
-    assert all("cursor" not in r.params for r in requests)
-    busiest = max(
-        (room["id"] for room in world.rooms),
-        key=lambda rid: sum(e["data"]["room_id"] == rid for e in world.retained_events()),
-    )
-    if sum(e["data"]["room_id"] == busiest for e in world.retained_events()) > 100:
-        assert paged
+    assert all(r.status == 200 and r.params["limit"] == ["100"] for r in requests)
+    assert all("cursor" not in r.params and "session_id" not in r.params for r in requests)
+    # Only rooms with sessions can have events: one chain per such room, paged by `next`.
+    per_room: dict[str, int] = {}
+    for e in world.retained_events():
+        per_room[e["data"]["room_id"]] = per_room.get(e["data"]["room_id"], 0) + 1
+    rooms_with_sessions = {s["room_id"] for s in world.sessions}
+    assert {r.params["room_id"][0] for r in requests} == rooms_with_sessions
+    assert len(requests) == sum(max(1, -(-per_room.get(r, 0) // 100)) for r in rooms_with_sessions)
     assert ids(warehouse, "analytics_events") == sorted(e["id"] for e in world.retained_events())
 
 
-def test_events_paged_by_next_at_a_small_page_size(world: World, warehouse: Path) -> None:
-    # The loader always asks for 100 a page; serve at most 100 but check `next` chains properly by
-    # choosing a room with more retained events than one page of the simulator's minimum.
+def test_events_follow_next_across_pages(world: World, warehouse: Path) -> None:
+    busy = world.rooms[0]
+    for _ in range(6):  # enough sessions in one room for more than a page of events
+        world.add_session(busy, world.clock - timedelta(hours=5), live=False)
+        world.add_session(busy, world.clock - timedelta(hours=3), live=False)
+    expected = [e["id"] for e in world.retained_events() if e["data"]["room_id"] == busy["id"]]
+    assert len(expected) > 100
     with ApiSimulator(world) as sim:
         _load(sim, warehouse)
-    counts: dict[str, int] = {}
-    for e in world.retained_events():
-        counts[e["data"]["room_id"]] = counts.get(e["data"]["room_id"], 0) + 1
-    for r in sim.requests_to("/v2/analytics/events"):
-        assert r.params["limit"] == ["100"]
-    assert len(sim.requests_to("/v2/analytics/events")) == sum(
-        max(1, -(-counts.get(room["id"], 0) // 100)) for room in world.rooms
+    chain = [
+        r for r in sim.requests_to("/v2/analytics/events") if r.params["room_id"] == [busy["id"]]
+    ]
+    assert len(chain) == -(-len(expected) // 100)
+    assert "start" not in chain[0].params and all("start" in r.params for r in chain[1:])
+    loaded = query(
+        warehouse,
+        f"SELECT id FROM analytics.analytics_events WHERE data__room_id = '{busy['id']}'",
     )
+    assert sorted(r[0] for r in loaded) == sorted(expected)
 
 
 # ---- retries -------------------------------------------------------------------------------

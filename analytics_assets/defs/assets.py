@@ -16,7 +16,7 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 
 from analytics_assets.defs.warehouse import analytics_pipeline
 from analytics_assets.source import analytics_api
-from analytics_assets.source.settings import DATASET_NAME, PARENTS, RESOURCE_DESCRIPTIONS
+from analytics_assets.source.settings import DATASET_NAME, RESOURCE_DESCRIPTIONS, UPSTREAM
 
 GROUP_NAME = "analytics_api"
 #: DuckDB takes one writer at a time: every run that writes the warehouse shares this pool.
@@ -32,13 +32,12 @@ class AnalyticsTranslator(DagsterDltTranslator):
     def get_asset_spec(self, data: DltResourceTranslatorData) -> dg.AssetSpec:
         spec = super().get_asset_spec(data)
         name = data.resource.name
-        parent = PARENTS.get(name)
         return spec.replace_attributes(
             key=asset_key(name),
-            deps=[asset_key(parent)] if parent else [],
+            deps=[asset_key(upstream) for upstream in UPSTREAM.get(name, [])],
             description=RESOURCE_DESCRIPTIONS[name],
             group_name=GROUP_NAME,
-        ).merge_attributes(tags={"analytics/endpoint_kind": "child" if parent else "list"})
+        )
 
 
 class AnalyticsLoadError(Exception):
@@ -106,8 +105,16 @@ def table_row_counts(pipeline: Any, tables: list[str]) -> dict[str, int]:
     return counts
 
 
+class RefreshConfig(dg.Config):
+    """Run configuration of the raw assets (Launchpad: `ops: analytics_api: config:`)."""
+
+    full_refresh: bool = False
+    """Ignore the incremental cursors and read everything the API serves (merged, so no
+    duplicates; events beyond the API's 30 days stay)."""
+
+
 def build_analytics_assets(
-    source_factory: Callable[[], DltSource] = analytics_api,
+    source_factory: Callable[..., DltSource] = analytics_api,
 ) -> dg.AssetsDefinition:
     """The multi-asset; a new source is built for every run (dagster issue 34052: reusing one
     across materializations corrupts its schema)."""
@@ -120,8 +127,10 @@ def build_analytics_assets(
         pool=WAREHOUSE_POOL,
     )
     def analytics_api_assets(
-        context: dg.AssetExecutionContext, dlt: DagsterDltResource
+        context: dg.AssetExecutionContext, dlt: DagsterDltResource, config: RefreshConfig
     ) -> Iterator[dg.MaterializeResult[Any]]:
-        yield from run_load(context, dlt, source_factory())
+        tables = [key.path[-1] for key in context.selected_asset_keys]
+        source = source_factory(tables=tables, full_refresh=config.full_refresh)
+        yield from run_load(context, dlt, source)
 
     return analytics_api_assets

@@ -203,7 +203,8 @@ class ApiSimulator:
         ]
 
     def _list(self, params: dict[str, list[str]], collection: str) -> dict[str, Any]:
-        items: list[dict[str, Any]] = getattr(self.world, collection)
+        # In id order, as the API pages (a test may have appended out of order).
+        items: list[dict[str, Any]] = sorted(getattr(self.world, collection), key=_id)
         limit = _limit(params, minimum=_MIN_LIMIT[collection])
         for param, field_name in _LIST_FILTERS[collection].items():
             if param in params:
@@ -263,6 +264,10 @@ class ApiSimulator:
             "next": _encode_next(room_id, offset + limit) if more else "",
             "events": page,
         }
+
+
+def _id(item: dict[str, Any]) -> str:
+    return str(item["id"])
 
 
 def _limit(params: dict[str, list[str]], *, minimum: int) -> int:

@@ -207,6 +207,7 @@ class World:
         sid = self.object_id(started)
         peers: dict[str, dict[str, Any]] = {}
         duration = timedelta(minutes=rng.randint(5, 90))
+        live = live or started + duration > self.clock  # cannot have ended in the future
         for _ in range(rng.randint(1, 4)):
             pid = self.uuid()
             joined = started + timedelta(seconds=rng.randint(0, 120))
@@ -315,6 +316,44 @@ class World:
                         {**track, "mute": False, "stopped_at": iso(left)},
                     )
 
+    def advance(self, activity: float = 0.04, hours: float = 1.0) -> dict[str, int]:
+        """Move the clock on and let the workspace live: about `activity` x rooms new sessions
+        (some still live), half of the live sessions end (peers leave, recordings complete,
+        track events close), and a few new rooms appear. Returns what changed, for reports."""
+        rng = self.rng
+        start = self.clock
+        self.clock = start + timedelta(hours=hours)
+        n = max(1, round(activity * len(self.rooms)))
+        changed = {"new_rooms": 0, "new_sessions": 0, "ended_sessions": 0}
+        live = [s for s in self.sessions if s["active"]]
+        for session in rng.sample(live, k=len(live) // 2):
+            self._end_session(session, start + timedelta(minutes=rng.randint(1, 50)))
+            changed["ended_sessions"] += 1
+        for _ in range(max(1, n // 4)):
+            self.add_room(start + timedelta(minutes=rng.randint(0, 30)))
+            changed["new_rooms"] += 1
+        idle = [r for r in self.rooms if self.live_session(r["id"]) is None]
+        for room in rng.sample(idle, k=min(n, len(idle))):
+            when = max(start, parse_iso(room["created_at"])) + timedelta(minutes=rng.randint(1, 5))
+            self.add_session(room, when, live=rng.random() < 0.3)
+            changed["new_sessions"] += 1
+        _sort(self)
+        return changed
+
+    def _end_session(self, session: dict[str, Any], ended: datetime) -> None:
+        session["active"] = False
+        session["updated_at"] = iso(ended)
+        for peer in session["peers"].values():
+            if "left_at" not in peer:
+                peer["left_at"] = iso(ended)
+                for event in [e for e in self.events if e["data"].get("peer_id") == peer["id"]]:
+                    if event["type"] == "track.add.success":
+                        data = {**event["data"], "mute": False, "stopped_at": iso(ended)}
+                        self._event("track.remove.success", ended, data)
+        for recording in self.recordings:
+            if recording["session_id"] == session["id"] and recording["status"] == "running":
+                recording.update(status="completed", stopped_at=iso(ended), updated_at=iso(ended))
+
     def snapshot(self) -> World:
         """A deep copy, for tests that compare before and after the world moves."""
         return copy.deepcopy(self)
@@ -323,7 +362,7 @@ class World:
 def generate_world(scale: int = 50, seed: int = 7, clock: datetime = DEFAULT_CLOCK) -> World:
     """A workspace with `scale` rooms, their sessions, recordings and events.
 
-    About one room in ten has a live session (the only rooms with active peers); rooms were
+    About one room in sixteen has a live session (the only rooms with active peers); rooms were
     created over the 60 days before `clock`, so part of the event history is already past the
     API's 30-day retention.
     """
@@ -344,7 +383,7 @@ def generate_world(scale: int = 50, seed: int = 7, clock: datetime = DEFAULT_CLO
                 break
             session = world.add_session(room, when, live=False)
             when = parse_iso(session["updated_at"]) + timedelta(hours=rng.randint(1, 200))
-        if rng.random() < 0.12:
+        if rng.random() < 0.06:
             world.add_session(room, clock - timedelta(minutes=rng.randint(1, 50)), live=True)
     _sort(world)
     return world

@@ -115,8 +115,7 @@ def _endpoint(response: Response) -> str:
 def session_peers_as_rows(session: dict[str, Any]) -> dict[str, Any]:
     """`peers` is an object keyed by peer id; make it a list (child table sessions__peers)."""
     peers = session.get("peers") or {}
-    session["peers"] = [{**peer, "id": peer_id} for peer_id, peer in peers.items()]
-    return session
+    return {**session, "peers": [{**peer, "id": peer_id} for peer_id, peer in peers.items()]}
 
 
 def template_without_embedded_children(template: dict[str, Any]) -> dict[str, Any]:
@@ -127,6 +126,19 @@ def template_without_embedded_children(template: dict[str, Any]) -> dict[str, An
     template.pop("settings", None)
     template.pop("destinations", None)
     return template
+
+
+def first_session_per_room() -> Any:
+    """A filter that lets one live session per room through: one peers request per live room."""
+    seen: set[str] = set()
+
+    def keep(session: dict[str, Any]) -> bool:
+        if session["room_id"] in seen:
+            return False
+        seen.add(session["room_id"])
+        return True
+
+    return keep
 
 
 def rename_parent_key(parent_column: str, column: str) -> Any:

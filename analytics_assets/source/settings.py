@@ -15,19 +15,22 @@ REQUEST_BACKOFF_FACTOR = 2.0
 REQUEST_MAX_RETRY_DELAY = 60.0
 REQUEST_TIMEOUT = 60.0
 
+#: Incremental refreshes re-read this much before their cursors, for records the API lists late.
+REFRESH_MARGIN_SECONDS = 300.0
+
 #: Environment variable names a user sets for the token, named in errors.
 TOKEN_ENV_VARS = ("API_TOKEN", "SOURCES__ANALYTICS_API__API_TOKEN")
 
 #: One line per table, shown as the asset's description in Dagster.
 RESOURCE_DESCRIPTIONS: dict[str, str] = {
-    "rooms": "Rooms of the workspace (GET /v2/rooms), merged on id.",
+    "rooms": "Rooms (GET /v2/rooms), merged on id; refreshes read rooms created since.",
     "sessions": (
-        "Sessions of every room (GET /v2/sessions), merged on id; each session's peers "
-        "(an object keyed by peer id in the API) are rows of sessions__peers."
+        "Sessions (GET /v2/sessions), merged on id; refreshes read sessions created since, and "
+        "re-read those live last time. Peers (keyed by id in the API) are rows of sessions__peers."
     ),
     "active_room_peers": (
-        "Who is in a live room now (GET /v2/active-rooms/{room_id}/peers): a snapshot, "
-        "replaced on every refresh; one row per peer with its room_id."
+        "Who is in a live room now (GET /v2/active-rooms/{room_id}/peers for each room with a "
+        "live session): a snapshot, replaced on every refresh; one row per peer with room_id."
     ),
     "templates": (
         "Room templates (GET /v2/templates), merged on id; roles are rows of templates__roles."
@@ -41,17 +44,19 @@ RESOURCE_DESCRIPTIONS: dict[str, str] = {
         "hlsDestinations or transcriptions, key the destination's map key."
     ),
     "analytics_events": (
-        "Analytics events of every room (GET /v2/analytics/events?room_id=), merged on id."
+        "Analytics events (GET /v2/analytics/events?room_id=&session_id=), merged on id and "
+        "kept beyond the API's 30 days; refreshes fetch only sessions with activity."
     ),
-    "recordings": "Recordings (GET /v2/recordings), merged on id.",
+    "recordings": "Recordings (GET /v2/recordings), read in full and merged on id.",
 }
 
 RESOURCE_NAMES = tuple(RESOURCE_DESCRIPTIONS)
 
-#: Child resource -> the resource whose rows it fans out from.
-PARENTS: dict[str, str] = {
-    "active_room_peers": "rooms",
-    "analytics_events": "rooms",
-    "template_settings": "templates",
-    "templates_destinations": "templates",
+#: Table -> the tables it is derived from, shown as asset dependencies. Peers and events
+#: belong to rooms; events are fetched for the sessions with activity.
+UPSTREAM: dict[str, list[str]] = {
+    "active_room_peers": ["rooms"],
+    "analytics_events": ["rooms", "sessions"],
+    "template_settings": ["templates"],
+    "templates_destinations": ["templates"],
 }
