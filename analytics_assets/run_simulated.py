@@ -13,26 +13,10 @@ import sys
 import time
 from pathlib import Path
 
-from analytics_assets.simulator import DEFAULT_TOKEN, ApiSimulator, World, generate_world
+from analytics_assets.simulator import DEFAULT_TOKEN, ApiSimulator, generate_world
+from analytics_assets.simulator.expected import compare
 
 DEFAULT_DB = Path("data") / "simulated.duckdb"
-
-
-def api_row_counts(world: World) -> dict[str, int]:
-    """What the simulated API serves, table by table: the figures a full load must match."""
-    live = [world.active_peers(room["id"]) or {} for room in world.rooms]
-    return {
-        "rooms": len(world.rooms),
-        "sessions": len(world.sessions),
-        "active_room_peers": sum(len(peers) for peers in live),
-        "templates": len(world.templates),
-        "template_settings": len(world.templates),
-        "templates_destinations": sum(
-            len(entries) for t in world.templates for entries in t["destinations"].values()
-        ),
-        "analytics_events": len(world.retained_events()),
-        "recordings": len(world.recordings),
-    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,13 +24,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=int, default=300, help="rooms in the simulated API")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--latency-ms", type=float, default=0.0)
-    parser.add_argument("--duckdb", type=Path, default=None, help=f"default: {DEFAULT_DB}")
+    parser.add_argument(
+        "--duckdb", type=Path, default=None, help=f"recreated on every run; default: {DEFAULT_DB}"
+    )
     args = parser.parse_args(argv)
 
     world = generate_world(scale=args.scale, seed=args.seed)
     with ApiSimulator(world, latency=args.latency_ms / 1000) as sim:
-        db = args.duckdb or Path(os.environ.get("DESTINATION__DUCKDB__CREDENTIALS", DEFAULT_DB))
+        # Never the configured warehouse: this file holds a simulated world and is recreated.
+        db: Path = args.duckdb or DEFAULT_DB
         db.parent.mkdir(parents=True, exist_ok=True)
+        for stale in (db, db.with_name(db.name + ".wal")):
+            stale.unlink(missing_ok=True)  # a full load of this simulated world, from scratch
         os.environ.update(
             {
                 "SOURCES__ANALYTICS_API__BASE_URL": sim.base_url,
@@ -73,22 +62,15 @@ def main(argv: list[str] | None = None) -> int:
     if not result.success:
         print("The load failed; see the error above.", file=sys.stderr)
         return 1
-    loaded = {
-        event.materialization.asset_key.path[-1]: event.materialization.metadata[
-            "dagster/row_count"
-        ].value
-        for event in result.get_asset_materialization_events()
-    }
-    expected = api_row_counts(world)
+    diffs = compare(db, world)
     print(f"\n{'table':<24}{'rows in DuckDB':>16}{'rows in the API':>17}")
-    for table, want in expected.items():
-        got = loaded.get(table)
-        flag = "" if got == want else "   <-- differs"
-        print(f"{table:<24}{got!s:>16}{want:>17}{flag}")
+    for diff in diffs.values():
+        flag = "" if diff.exact else f"   <-- {diff.missing} missing, {diff.unexpected} unexpected"
+        print(f"{diff.table:<24}{diff.loaded:>16}{diff.expected:>17}{flag}")
     print(
         f"\n{requests} API requests in {elapsed:.1f} s; the tables are in schema analytics of {db}"
     )
-    return 0 if loaded == expected else 2
+    return 0 if all(diff.exact for diff in diffs.values()) else 2
 
 
 if __name__ == "__main__":

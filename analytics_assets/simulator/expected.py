@@ -1,0 +1,112 @@
+"""What a warehouse loaded from the simulator must hold, and how far a DuckDB file is from it.
+
+Used by the main job's summary, the benchmark and the tests: one definition of "exact".
+Each table is compared on its key plus the fields that change after creation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from analytics_assets.simulator.world import EVENT_RETENTION, World, parse_iso
+
+#: The columns compared per table: the key, then what changes over a record's life.
+QUERIES = {
+    "rooms": "SELECT id FROM analytics.rooms",
+    "sessions": "SELECT id, active, updated_at FROM analytics.sessions",
+    "active_room_peers": "SELECT room_id, id FROM analytics.active_room_peers",
+    "templates": "SELECT id FROM analytics.templates",
+    "template_settings": "SELECT template_id FROM analytics.template_settings",
+    "templates_destinations": "SELECT template_id, kind, key FROM analytics.templates_destinations",
+    "analytics_events": "SELECT id FROM analytics.analytics_events",
+    "recordings": "SELECT id, status FROM analytics.recordings",
+}
+
+
+def expected_rows(world: World, *, events_since: datetime | None = None) -> dict[str, list[tuple]]:
+    """The rows per table. Events: all served since `events_since` (our table keeps history
+    past the API's 30 days); by default what the API serves now."""
+    since = events_since or world.clock - EVENT_RETENTION
+    return {
+        "rooms": [(r["id"],) for r in world.rooms],
+        "sessions": [(s["id"], s["active"], parse_iso(s["updated_at"])) for s in world.sessions],
+        "active_room_peers": [
+            (room["id"], peer_id)
+            for room in world.rooms
+            for peer_id in (world.active_peers(room["id"]) or {})
+        ],
+        "templates": [(t["id"],) for t in world.templates],
+        "template_settings": [(t["id"],) for t in world.templates],
+        "templates_destinations": [
+            (t["id"], kind, key)
+            for t in world.templates
+            for kind, entries in t["destinations"].items()
+            for key in entries
+        ],
+        "analytics_events": [
+            (e["id"],) for e in world.events if parse_iso(e["timestamp"]) >= since
+        ],
+        "recordings": [(r["id"], r["status"]) for r in world.recordings],
+    }
+
+
+def loaded_rows(db: Path, tables: list[str] | None = None) -> dict[str, list[tuple]]:
+    with duckdb.connect(str(db), read_only=True) as con:
+        existing = {
+            row[0]
+            for row in con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'analytics'"
+            ).fetchall()
+        }
+        return {
+            table: [_normalize(row) for row in con.execute(sql).fetchall()]
+            if table in existing
+            else []
+            for table, sql in QUERIES.items()
+            if tables is None or table in tables
+        }
+
+
+def _normalize(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(v.astimezone() if isinstance(v, datetime) else v for v in row)
+
+
+@dataclass(frozen=True)
+class TableDiff:
+    table: str
+    expected: int
+    loaded: int
+    missing: int
+    unexpected: int
+    duplicates: int
+
+    @property
+    def exact(self) -> bool:
+        return not (self.missing or self.unexpected or self.duplicates)
+
+
+def compare(
+    db: Path, world: World, *, events_since: datetime | None = None
+) -> dict[str, TableDiff]:
+    """Per table: how many rows are missing, unexpected (or stale) and duplicated."""
+    want = expected_rows(world, events_since=events_since)
+    have = loaded_rows(db)
+    diffs = {}
+    for table, rows in want.items():
+        expected = {_normalize(r) for r in rows}
+        loaded = have.get(table, [])
+        distinct = set(loaded)
+        diffs[table] = TableDiff(
+            table=table,
+            expected=len(expected),
+            loaded=len(loaded),
+            missing=len(expected - distinct),
+            unexpected=len(distinct - expected),
+            duplicates=len(loaded) - len(distinct),
+        )
+    return diffs
