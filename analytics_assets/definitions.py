@@ -3,9 +3,15 @@
 import dagster as dg
 from dagster_dlt import DagsterDltResource
 
+from analytics_assets.defs import alerts, checks, schedules
 from analytics_assets.defs.assets import build_analytics_assets
 
-defs = dg.Definitions(
-    assets=[build_analytics_assets()],
-    resources={"dlt": DagsterDltResource()},
+defs = dg.Definitions.merge(
+    dg.Definitions(
+        assets=[build_analytics_assets()],
+        resources={"dlt": DagsterDltResource()},
+    ),
+    schedules.defs,
+    alerts.defs,
+    checks.defs,
 )

@@ -1,0 +1,235 @@
+"""Schedules, the failure alert and the data checks, as a team leaving it running meets them."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import dagster._time as dagster_time
+import duckdb
+import pytest
+from dagster._core.definitions.asset_checks.asset_check_factories.freshness_checks import (
+    last_update,
+)
+from dagster_dlt import DagsterDltResource
+
+from analytics_assets.definitions import defs
+from analytics_assets.defs.alerts import WEBHOOK_ENV, redact, report_failed_runs
+from analytics_assets.defs.assets import build_analytics_assets
+from analytics_assets.defs.checks import PK_CHECK, ROOM_CHECK, warehouse_checks
+from analytics_assets.simulator import ApiSimulator, FaultPlan, World
+from analytics_assets.simulator.expected import compare
+
+
+def run_job(name: str, **kwargs: Any) -> dg.ExecuteInProcessResult:
+    return defs.resolve_job_def(name).execute_in_process(**kwargs)
+
+
+def check_results(result: dg.ExecuteInProcessResult) -> dict[tuple[str, str], bool]:
+    return {
+        (e.asset_key.path[-1], e.check_name): e.passed for e in result.get_asset_check_evaluations()
+    }
+
+
+# ---- schedules -----------------------------------------------------------------------------
+
+
+def test_schedules_jobs_and_sensors_are_pinned() -> None:
+    schedules = {
+        s.name: (s.cron_schedule, s.job_name)
+        for s in defs.schedules or []
+        if isinstance(s, dg.ScheduleDefinition)
+    }
+    assert schedules == {
+        "live_peers_every_5_minutes": ("*/5 * * * *", "live_peers_refresh"),
+        "activity_hourly": ("7 * * * *", "activity_refresh"),
+        "catalog_daily": ("17 3 * * *", "catalog_refresh"),
+    }
+    graph = defs.resolve_asset_graph()
+
+    def tables(job: str) -> set[str]:
+        keys = defs.resolve_job_def(job).asset_layer.selected_asset_keys
+        return {k.path[-1] for k in keys if graph.has(k)}
+
+    assert tables("live_peers_refresh") == {"rooms", "active_room_peers"}
+    assert tables("activity_refresh") == {"rooms", "sessions", "analytics_events", "recordings"}
+    assert tables("catalog_refresh") == {
+        "templates",
+        "template_settings",
+        "templates_destinations",
+        "rooms",
+    }
+    sensors = {s.name: s.default_status for s in defs.sensors or []}
+    assert sensors == {
+        "report_failed_runs": dg.DefaultSensorStatus.RUNNING,
+        "freshness_checks_sensor": dg.DefaultSensorStatus.RUNNING,
+    }
+
+
+def test_the_three_jobs_refresh_every_table_exactly(
+    api: ApiSimulator, world: World, warehouse: Path
+) -> None:
+    for job in ("catalog_refresh", "activity_refresh", "live_peers_refresh"):
+        result = run_job(job)
+        assert result.success, job
+        assert all(check_results(result).values()), job
+    assert [d for d in compare(warehouse, world).values() if not d.exact] == []
+    # The daily catalog job reads rooms in full, whatever their cursor says.
+    api.reset_requests()
+    assert run_job("catalog_refresh").success
+    assert all("after" not in r.params for r in api.requests_to("/v2/rooms"))
+
+
+# ---- data checks ---------------------------------------------------------------------------
+
+
+def test_checks_pass_on_a_good_load_and_fail_on_bad_data(
+    api: ApiSimulator, world: World, warehouse: Path
+) -> None:
+    result = run_job("live_peers_refresh")
+    assert check_results(result) == {
+        ("rooms", PK_CHECK): True,
+        ("active_room_peers", PK_CHECK): True,
+        ("active_room_peers", ROOM_CHECK): True,
+        ("active_room_peers", "freshness_check"): True,
+    }
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("INSERT INTO analytics.rooms SELECT * FROM analytics.rooms LIMIT 1")
+        con.execute(
+            "INSERT INTO analytics.active_room_peers (id, room_id, name, _dlt_load_id, _dlt_id) "
+            "VALUES ('ghost-peer', 'no-such-room', 'ghost', 'x', 'ghost-dlt-id')"
+        )
+    checks = [
+        dg.AssetCheckKey(dg.AssetKey(["analytics", table]), name)
+        for table, name in [
+            ("rooms", PK_CHECK),
+            ("active_room_peers", PK_CHECK),
+            ("active_room_peers", ROOM_CHECK),
+        ]
+    ]
+    result = dg.materialize(
+        [build_analytics_assets(), warehouse_checks],
+        selection=dg.AssetSelection.checks(*checks),
+        resources={"dlt": DagsterDltResource()},
+    )
+    results = check_results(result)
+    assert results[("rooms", PK_CHECK)] is False
+    assert results[("active_room_peers", ROOM_CHECK)] is False
+    assert results[("active_room_peers", PK_CHECK)] is True
+    evaluation = next(
+        e
+        for e in result.get_asset_check_evaluations()
+        if e.check_name == PK_CHECK and e.asset_key.path[-1] == "rooms"
+    )
+    assert evaluation.metadata["repeated_keys"].value == 1
+
+
+def test_freshness_check_fails_for_a_stale_asset_and_passes_when_fresh(
+    api: ApiSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    instance = dg.DagsterInstance.ephemeral()
+    freshness = [c for c in defs.asset_checks or [] if "freshness" in next(iter(c.check_keys)).name]
+    key = dg.AssetKey(["analytics", "active_room_peers"])
+    check_def = next(c for c in freshness if next(iter(c.check_keys)).asset_key == key)
+
+    def evaluate() -> bool:
+        result = dg.materialize(
+            [check_def], instance=instance, selection=dg.AssetSelection.all_asset_checks()
+        )
+        return result.get_asset_check_evaluations()[0].passed
+
+    assert run_job("live_peers_refresh", instance=instance).success
+    assert evaluate() is True
+    now = dagster_time.get_current_timestamp()
+    monkeypatch.setattr(last_update, "get_current_timestamp", lambda: now + 16 * 60)
+    assert evaluate() is False
+
+
+# ---- the failure alert ---------------------------------------------------------------------
+
+
+class Receiver:
+    """A local HTTP endpoint standing in for a Slack webhook; keeps what it is sent."""
+
+    def __init__(self) -> None:
+        self.posts: list[dict[str, Any]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers["Content-Length"])
+                receiver.posts.append(json.loads(self.rfile.read(length)))
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/alerts"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def _failed_run_context(job: str) -> tuple[dg.RunFailureSensorContext, str]:
+    instance = dg.DagsterInstance.ephemeral()
+    result = run_job(job, instance=instance, raise_on_error=False)
+    assert not result.success
+    context = dg.build_run_status_sensor_context(
+        sensor_name="report_failed_runs",
+        dagster_instance=instance,
+        dagster_run=result.dagster_run,
+        dagster_event=result.get_run_failure_event(),
+    ).for_run_failure()
+    return context, result.run_id
+
+
+def test_failed_run_is_posted_to_the_webhook_without_secrets(
+    api: ApiSimulator, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "expired-management-token-XYZ987"
+    monkeypatch.setenv("API_TOKEN", secret)
+    monkeypatch.setenv(WEBHOOK_ENV, receiver.url)
+    context, run_id = _failed_run_context("activity_refresh")
+    report_failed_runs(context)
+    assert len(receiver.posts) == 1
+    text = receiver.posts[0]["text"]
+    assert "activity_refresh" in text and run_id in text
+    assert "analytics_api" in text  # the failed step
+    assert "401" in text and "/v2/" in text  # the error
+    assert secret not in text and receiver.url not in text
+
+
+def test_failed_run_is_logged_when_no_webhook_is_set(
+    api: ApiSimulator, receiver: Receiver, capfd: pytest.CaptureFixture[str]
+) -> None:
+    api.faults = FaultPlan(always={"/v2/recordings": 503})
+    context, run_id = _failed_run_context("activity_refresh")
+    report_failed_runs(context)
+    assert receiver.posts == []
+    logged = capfd.readouterr().err  # the sensor's logger writes to the console
+    assert f"run `{run_id}`" in logged and "503" in logged and "/v2/recordings" in logged
+
+
+def test_redact_masks_known_secrets_and_bearer_tokens() -> None:
+    text = "Authorization: Bearer abc.def.ghi failed with token s3cr3t-value"
+    assert redact(text, ["s3cr3t-value", None, ""]) == (
+        "Authorization: Bearer *** failed with token ***"
+    )
