@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SCALE ?= 300
 
-.PHONY: help load test check lint types validate dev simulator clean
+.PHONY: help load test check lint types validate dev simulator benchmark clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -40,7 +40,12 @@ dev: $(BIN)/.installed  ## dagster dev against the simulator started by `make si
 	SOURCES__ANALYTICS_API__BASE_URL=http://127.0.0.1:8765 \
 	SOURCES__ANALYTICS_API__API_TOKEN=simulator-management-token \
 	DESTINATION__DUCKDB__CREDENTIALS=$(CURDIR)/data/simulated.duckdb \
+	DAGSTER_HOME=$(CURDIR)/dagster_home \
 	$(BIN)/dagster dev -w workspace.yaml
+
+benchmark: $(BIN)/.installed  ## requests of a full load vs. the refreshes after 4% activity
+	$(BIN)/python benchmarks/refresh.py --scale 400
 
 clean:  ## remove the virtualenv and local data
 	rm -rf $(VENV) data
+	find dagster_home -mindepth 1 ! -name dagster.yaml -exec rm -rf {} +
