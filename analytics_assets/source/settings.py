@@ -15,6 +15,11 @@ REQUEST_BACKOFF_FACTOR = 2.0
 REQUEST_MAX_RETRY_DELAY = 60.0
 REQUEST_TIMEOUT = 60.0
 
+#: Child requests (peers, settings, destinations, events) in flight at once.
+WORKERS = 8
+#: A listing with more pages than this is taken for an API that pages forever.
+MAX_PAGES = 10_000
+
 #: Incremental refreshes re-read this much before their cursors, for records the API lists late.
 REFRESH_MARGIN_SECONDS = 300.0
 
