@@ -139,3 +139,22 @@ def test_events_history_is_kept_beyond_the_apis_30_days(
     assert len(world.retained_events()) < loaded_before  # the API forgot some
     assert materialize().success
     _exact(warehouse, world, first_clock)
+
+
+def test_destinations_removed_upstream_leave_the_table(
+    api: ApiSimulator, world: World, warehouse: Path
+) -> None:
+    assert materialize(["templates", "templates_destinations"]).success
+    with api.moving():
+        first = world.templates[0]
+        first["destinations"] = {kind: {} for kind in first["destinations"]}
+    assert materialize(["templates", "templates_destinations"]).success
+    assert compare(warehouse, world)["templates_destinations"].exact
+    with api.moving():  # no destinations anywhere: the table and its nested tables empty
+        for template in world.templates:
+            template["destinations"] = {}
+    assert materialize(["templates", "templates_destinations"]).success
+    assert query(warehouse, "SELECT count(*) FROM analytics.templates_destinations") == [(0,)]
+    assert query(warehouse, "SELECT count(*) FROM analytics.templates_destinations__layers") == [
+        (0,)
+    ]

@@ -14,7 +14,7 @@ from dagster_dlt.translator import DltResourceTranslatorData
 from dlt.extract import DltSource
 from dlt.pipeline.exceptions import PipelineStepFailed
 
-from analytics_assets.defs.warehouse import analytics_pipeline
+from analytics_assets.defs.warehouse import analytics_pipeline, choose_file_formats
 from analytics_assets.source import analytics_api
 from analytics_assets.source.settings import DATASET_NAME, RESOURCE_DESCRIPTIONS, UPSTREAM
 
@@ -70,6 +70,7 @@ def run_load(
     """
     pipeline = analytics_pipeline()
     try:
+        choose_file_formats(pipeline, source)
         results = list(dlt.run(context=context, dlt_source=source, dlt_pipeline=pipeline))
     except PipelineStepFailed as exc:
         cause = _root_cause(exc)
@@ -79,13 +80,36 @@ def run_load(
             f"dlt step '{exc.step}' failed: {type(cause).__name__}: {cause}{hint}"
         ) from exc
     counts = table_row_counts(pipeline, [r.asset_key.path[-1] for r in results if r.asset_key])
+    added = new_columns(pipeline)
     for result in results:
         assert result.asset_key is not None
         table = result.asset_key.path[-1]
         metadata = dict(result.metadata or {})
         metadata.setdefault("rows_loaded", dg.MetadataValue.int(0))
         metadata["dagster/row_count"] = dg.MetadataValue.int(counts.get(table, 0))
+        if added.get(table):
+            # Schema drift made visible: a field the API started to send, or a type change
+            # (dlt keeps the value in a variant column such as `<name>__v_text`).
+            metadata["new_columns"] = dg.MetadataValue.json(added[table])
         yield dg.MaterializeResult(asset_key=result.asset_key, metadata=metadata)
+
+
+def new_columns(pipeline: Any) -> dict[str, list[str]]:
+    """Columns this run added, per table (its own or its nested `<table>__...` tables)."""
+    added: dict[str, list[str]] = {}
+    trace = pipeline.last_trace
+    load_info = trace.last_load_info if trace else None
+    for package in load_info.load_packages if load_info else []:
+        for table, update in (package.schema_update or {}).items():
+            if table.startswith("_dlt"):
+                continue
+            root = table.split("__", 1)[0]
+            prefix = f"{table}." if table != root else ""
+            columns = [
+                f"{prefix}{c}" for c in update.get("columns", {}) if not c.startswith("_dlt")
+            ]
+            added.setdefault(root, []).extend(columns)
+    return added
 
 
 def table_row_counts(pipeline: Any, tables: list[str]) -> dict[str, int]:

@@ -11,6 +11,7 @@ from typing import Any
 
 import dlt
 from dlt.common.destination import Destination
+from dlt.extract import DltSource
 
 from analytics_assets.source.settings import DATASET_NAME, SOURCE_NAME
 
@@ -53,3 +54,16 @@ def analytics_pipeline() -> dlt.Pipeline:
         destination=warehouse_destination(),
         dataset_name=DATASET_NAME,
     )
+
+
+def choose_file_formats(pipeline: dlt.Pipeline, source: DltSource) -> None:
+    """On DuckDB, load through jsonl files: about 5x faster than dlt's default insert
+    statements (TRAPS). Not for replaced tables: they are small, and may be replaced by nothing,
+    and an empty jsonl file makes DuckDB's reader invent a column `json` (Binder Error). Other
+    destinations keep their preferred format. Per table, because a run-wide
+    `loader_file_format` overrides every table's own."""
+    if pipeline.destination.destination_name != "duckdb":
+        return
+    for resource in source.selected_resources.values():
+        replaced = resource.write_disposition == "replace"
+        resource.apply_hints(file_format="insert_values" if replaced else "jsonl")

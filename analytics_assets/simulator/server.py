@@ -10,8 +10,10 @@ parts, so that the pipeline and its tests meet them offline:
 - active-room peers are an object keyed by peer id; a room that is not live answers 404 or an
   empty object (`inactive_peers`);
 - settings and destinations are bare objects;
-- faults: scripted or random 429 (with `Retry-After`) and 5xx, and latency; a broken cursor
-  (`repeat_cursor`: lists ignore `start`, so `last` repeats forever).
+- faults: scripted or random 429 (with `Retry-After`), 5xx, dropped connections, answers slower
+  than the client waits, 200s with an HTML page or cut-off JSON, and latency; broken cursors
+  (`repeat_cursor`: lists ignore `start`, so `last` repeats; `endless_pages`: events always
+  hand out a fresh `next`).
 
 Every request is recorded in `ApiSimulator.requests` so tests can assert what the API saw.
 """
@@ -42,49 +44,78 @@ InactivePeers = Literal["404", "empty"]
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        headers: dict[str, str] | None = None,
+        fault: int | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = headers or {}
+        self.fault = fault  # set when injected, not earned
 
 
 @dataclass(frozen=True)
 class RecordedRequest:
     path: str
     params: dict[str, list[str]]
+    #: The status answered; 0 for a connection dropped without an answer.
     status: int
+    #: `time.monotonic()` when the request arrived.
+    at: float = 0.0
+    #: The injected fault, if any (a status, or drop / slow / html200 / badjson).
+    fault: str | None = None
+
+
+#: Faults that are not a status: a connection closed without an answer, an answer slower than
+#: the client waits, a 200 carrying an HTML error page, a 200 whose JSON is cut off.
+DROP, SLOW, HTML_200, BAD_JSON = "drop", "slow", "html200", "badjson"
+Fault = int | str
+RANDOM_FAULTS: tuple[Fault, ...] = (*TRANSIENT_STATUSES, DROP, SLOW)
 
 
 @dataclass
 class FaultPlan:
     """Which requests fail, and how.
 
-    `scripted` maps a path prefix to statuses answered, in order, before it answers normally;
-    `always` maps a path prefix to a status it answers every time; `rate` is the share of other
-    requests that get a random transient status (seeded, so a run is repeatable).
+    `scripted` maps a path prefix to faults answered, in order, before it answers normally
+    (None in the list: that request is answered normally);
+    `always` maps a path prefix to a fault it answers every time; `rate` is the share of other
+    requests that get a random transient fault (429 with `Retry-After`, 5xx, a dropped
+    connection, a slow answer), seeded. A transient fault clears: the same request is not given
+    more than `max_consecutive` random faults in a row (the retry policy allows 3 retries).
     """
 
-    scripted: dict[str, list[int]] = field(default_factory=dict)
-    always: dict[str, int] = field(default_factory=dict)
+    scripted: dict[str, list[Fault | None]] = field(default_factory=dict)
+    always: dict[str, Fault] = field(default_factory=dict)
     rate: float = 0.0
     retry_after: int = 1
+    slow_seconds: float = 2.0
+    max_consecutive: int = 2
     seed: int = 0
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
         self._lock = threading.Lock()
+        self._streak: dict[str, int] = {}
 
-    def fault_for(self, path: str) -> int | None:
+    def fault_for(self, path: str, request_key: str = "") -> Fault | None:
         with self._lock:
-            for prefix, status in self.always.items():
+            for prefix, fault in self.always.items():
                 if path.startswith(prefix):
-                    return status
+                    return fault
             for prefix, queue in self.scripted.items():
                 if path.startswith(prefix) and queue:
                     return queue.pop(0)
-            if self.rate and self._rng.random() < self.rate:
-                return self._rng.choice(TRANSIENT_STATUSES)
+            key = request_key or path
+            streak = self._streak.get(key, 0)
+            if self.rate and streak < self.max_consecutive and self._rng.random() < self.rate:
+                self._streak[key] = streak + 1
+                return self._rng.choice(RANDOM_FAULTS)
+            self._streak.pop(key, None)
         return None
 
 
@@ -94,8 +125,13 @@ def _error(status: int, retry_after: int) -> ApiError:
             429,
             f"rate limit exceeded, retry after {retry_after} seconds",
             {"Retry-After": str(retry_after)},
+            fault=429,
         )
-    return ApiError(status, "internal error, please retry")
+    return ApiError(status, "internal error, please retry", fault=status)
+
+
+def _fault_name(fault: Fault | None) -> str | None:
+    return None if fault is None else str(fault)
 
 
 _LIST_FILTERS: dict[str, dict[str, str]] = {
@@ -121,6 +157,7 @@ class ApiSimulator:
         final_page: FinalPage = "empty_page",
         inactive_peers: InactivePeers = "404",
         repeat_cursor: bool = False,
+        endless_pages: bool = False,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -131,7 +168,11 @@ class ApiSimulator:
         self.final_page: FinalPage = final_page
         self.inactive_peers: InactivePeers = inactive_peers
         self.repeat_cursor = repeat_cursor
+        self.endless_pages = endless_pages
         self.requests: list[RecordedRequest] = []
+        #: The most requests it was answering at once.
+        self.max_in_flight = 0
+        self._in_flight = 0
         self.lock = threading.RLock()
         self._server = _Server((host, port), _handler_for(self))
         self._thread: threading.Thread | None = None
@@ -175,16 +216,21 @@ class ApiSimulator:
             yield self.world
 
     # ---- request handling --------------------------------------------------------------------
-    def handle(self, path: str, params: dict[str, list[str]], auth: str | None) -> Any:
+    def handle(
+        self, path: str, params: dict[str, list[str]], auth: str | None, request_key: str = ""
+    ) -> tuple[Any, Fault | None]:
+        """The body to answer, and the non-status fault to answer it with, if any."""
         if self.latency:
             time.sleep(self.latency)
         if auth != f"Bearer {self.token}":
             raise ApiError(401, "unauthorized: token missing, invalid or expired")
-        fault = self.faults.fault_for(path)
-        if fault is not None:
+        fault = self.faults.fault_for(path, request_key)
+        if isinstance(fault, int):
             raise _error(fault, self.faults.retry_after)
+        if fault == SLOW:
+            time.sleep(self.faults.slow_seconds)
         with self.lock:
-            return self._route(path, params)
+            return self._route(path, params), fault
 
     def _route(self, path: str, params: dict[str, list[str]]) -> Any:
         for pattern, handler in self._routes():
@@ -224,6 +270,17 @@ class ApiSimulator:
             body["last"] = page[-1]["id"]
         return body
 
+    def _events_by_room(self) -> dict[str, list[dict[str, Any]]]:
+        """Retained events per room, rebuilt only when the world has moved on."""
+        world = self.world
+        key = (id(world.events), len(world.events), world.clock)
+        if getattr(self, "_events_key", None) != key:
+            index: dict[str, list[dict[str, Any]]] = {}
+            for event in world.retained_events():
+                index.setdefault(event["data"].get("room_id"), []).append(event)
+            self._events_index, self._events_key = index, key
+        return self._events_index
+
     def _active_peers(self, params: dict[str, list[str]], room_id: str) -> dict[str, Any]:
         peers = self.world.active_peers(room_id)
         if peers is None:
@@ -249,7 +306,7 @@ class ApiSimulator:
             raise ApiError(400, "room_id is required")
         room_id = params["room_id"][0]
         limit = _limit(params, minimum=1)
-        events = [e for e in self.world.retained_events() if e["data"].get("room_id") == room_id]
+        events = self._events_by_room().get(room_id, [])
         if "type" in params:
             events = [e for e in events if e["type"] in params["type"]]
         for param in ("session_id", "peer_id", "user_id", "beam_id"):
@@ -258,6 +315,8 @@ class ApiSimulator:
         offset = _decode_next(params["start"][0], room_id) if "start" in params else 0
         page = events[offset : offset + limit]
         more = offset + limit < len(events)
+        if self.endless_pages and events:  # a broken API: a fresh `next` on every page, forever
+            page, more = [events[(offset + i) % len(events)] for i in range(limit)], True
         return {
             "limit": limit,
             "total": len(events),
@@ -323,22 +382,49 @@ def _handler_for(sim: ApiSimulator) -> type[BaseHTTPRequestHandler]:
         disable_nagle_algorithm = True  # else each response waits ~40 ms for a delayed ACK
 
         def do_GET(self) -> None:
+            arrived = time.monotonic()
+            with sim.lock:
+                sim._in_flight += 1
+                sim.max_in_flight = max(sim.max_in_flight, sim._in_flight)
+            try:
+                self._answer(arrived)
+            finally:
+                with sim.lock:
+                    sim._in_flight -= 1
+
+        def _answer(self, arrived: float) -> None:
             url = urlsplit(self.path)
             params = parse_qs(url.query, keep_blank_values=True)
             headers: dict[str, str] = {}
+            content_type, fault = "application/json", None
             try:
-                status, body = 200, sim.handle(url.path, params, self.headers.get("Authorization"))
+                body, fault = sim.handle(
+                    url.path, params, self.headers.get("Authorization"), request_key=self.path
+                )
+                status = 200
             except ApiError as exc:
                 status, body, headers = (
                     exc.status,
                     {"code": exc.status, "message": exc.message},
                     exc.headers,
                 )
-            with sim.lock:
-                sim.requests.append(RecordedRequest(url.path, params, status))
+                fault = exc.fault
             payload = json.dumps(body).encode()
+            if fault == HTML_200:
+                content_type = "text/html"
+                payload = b"<html><body><h1>502 Bad Gateway</h1>nginx</body></html>"
+            elif fault == BAD_JSON:
+                payload = payload[: len(payload) // 2]
+            with sim.lock:
+                recorded = 0 if fault == DROP else status
+                sim.requests.append(
+                    RecordedRequest(url.path, params, recorded, arrived, _fault_name(fault))
+                )
+            if fault == DROP:
+                self.close_connection = True  # hang up without an answer
+                return
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(payload)))
             for name, value in headers.items():
                 self.send_header(name, value)

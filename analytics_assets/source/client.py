@@ -101,7 +101,8 @@ class RateGate:
 
 
 class GatedAdapter(HTTPAdapter):
-    """Every attempt, retries included, passes the gate; a 429 closes it for everyone."""
+    """Every attempt, retries included, passes the gate; a 429 closes it for everyone. Each
+    answer is checked to be JSON here, below dlt's client, so that no path can skip it."""
 
     def __init__(self, gate: RateGate, *, default_wait: float, max_wait: float, **kwargs: Any):
         super().__init__(**kwargs)
@@ -114,7 +115,7 @@ class GatedAdapter(HTTPAdapter):
         response = super().send(request, *args, **kwargs)
         if response.status_code == 429:
             self.gate.hold(min(self.max_wait, _retry_after(response, self.default_wait)))
-        return response
+        return _require_json(response)
 
 
 def _retry_after(response: Response, default: float) -> float:
@@ -122,7 +123,7 @@ def _retry_after(response: Response, default: float) -> float:
     return float(value) if value.strip().isdigit() else default
 
 
-def _require_json(response: Response, *args: Any, **kwargs: Any) -> Response:
+def _require_json(response: Response) -> Response:
     """Fail on a 2xx whose body is not JSON (an HTML error page from a proxy, a cut body),
     naming the endpoint; dlt would raise a bare JSONDecodeError. The parsed body is kept so
     dlt does not parse it twice."""
@@ -213,7 +214,6 @@ class AnalyticsApiClient:
         )
         session.mount("http://", adapter)
         session.mount("https://", adapter)
-        session.hooks["response"].append(_require_json)
         self.rest = RESTClient(
             base_url=base_url, auth=ManagementTokenAuth(token=api_token), session=session
         )

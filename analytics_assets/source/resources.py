@@ -118,11 +118,13 @@ def analytics_resources(
             trackers[name] = CursorTracker(dlt.current.resource_state(name))
         return trackers[name]
 
+    # One pool for the whole run: the bound holds across tables fetched at the same time.
+    pool = ThreadPoolExecutor(max_workers=client.workers, thread_name_prefix="analytics_api")
+
     def fan_out(fetch: Callable[[T], Iterable[Any]], items: Iterable[T]) -> Iterator[Any]:
-        """`fetch` for each item, `workers` at a time; rows come out in the items' order."""
-        with ThreadPoolExecutor(max_workers=client.workers) as pool:
-            for rows in pool.map(lambda item: list(fetch(item)), items):
-                yield from rows
+        """`fetch` for each item on the run's pool; rows come out in the items' order."""
+        for rows in pool.map(lambda item: list(fetch(item)), items):
+            yield from rows
 
     # ---- rooms ---------------------------------------------------------------------------
 

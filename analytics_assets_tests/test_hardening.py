@@ -1,0 +1,300 @@
+"""A misbehaving API and a dying machine: the tables lose nothing and double nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from analytics_assets.simulator import ApiSimulator, FaultPlan, World
+from analytics_assets.simulator.expected import compare
+from analytics_assets.simulator.server import BAD_JSON, DROP, HTML_200, SLOW
+from analytics_assets.simulator.world import EVENT_RETENTION
+from analytics_assets_tests.conftest import column_names, materialize, query
+
+
+def _exact(db: Path, world: World, since: object = None) -> None:
+    diffs = compare(db, world, events_since=since)  # type: ignore[arg-type]
+    assert [d for d in diffs.values() if not d.exact] == []
+
+
+def _failure(result: object) -> str:
+    events = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]  # type: ignore[attr-defined]
+    assert events
+    return str(events[0].step_failure_data.error.to_string())
+
+
+# ---- transient faults ----------------------------------------------------------------------
+
+
+def test_full_load_completes_exactly_under_15_percent_transient_faults(
+    world: World, warehouse: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SOURCES__ANALYTICS_API__REQUEST_TIMEOUT", "0.5")
+    faults = FaultPlan(rate=0.15, seed=3, retry_after=1, slow_seconds=1.0)
+    with ApiSimulator(world, faults=faults) as sim:
+        monkeypatch.setenv("SOURCES__ANALYTICS_API__BASE_URL", sim.base_url)
+        monkeypatch.setenv("API_TOKEN", sim.token)
+        assert materialize().success
+    injected = {r.fault for r in sim.requests if r.fault}
+    assert {"429", "500", "502", "503", "504", DROP, SLOW} <= injected
+    share = sum(1 for r in sim.requests if r.fault) / len(sim.requests)
+    assert 0.08 < share < 0.2
+    _exact(warehouse, world)
+
+
+def test_a_429_pauses_every_worker_not_only_the_one_told(
+    world: World, warehouse: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SOURCES__ANALYTICS_API__WORKERS", "4")
+    # The 4th events request is told to wait; the other workers must wait with it.
+    faults = FaultPlan(scripted={"/v2/analytics/events": [None, None, None, 429]}, retry_after=1)
+    with ApiSimulator(world, faults=faults, latency=0.02) as sim:
+        monkeypatch.setenv("SOURCES__ANALYTICS_API__BASE_URL", sim.base_url)
+        monkeypatch.setenv("API_TOKEN", sim.token)
+        assert materialize(["analytics_events"]).success
+    told = next(r for r in sim.requests if r.status == 429)
+    # Requests already on the wire may still land just after it; then nobody asks for ~1 s.
+    during = [r for r in sim.requests if told.at + 0.15 < r.at < told.at + 0.9]
+    assert during == []
+    assert any(r.at >= told.at + 0.9 for r in sim.requests)
+    assert sim.max_in_flight <= 4 + 1  # the workers, and the listing on the main thread
+
+
+# ---- broken pagination ---------------------------------------------------------------------
+
+
+def test_pages_that_never_end_stop_with_an_error_naming_the_endpoint(
+    api: ApiSimulator, world: World, warehouse: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert materialize().success
+    before = _rows(warehouse)
+    monkeypatch.setenv("SOURCES__ANALYTICS_API__MAX_PAGES", "5")
+    api.endless_pages = True
+    result = materialize(["sessions", "analytics_events"], raise_on_error=False)
+    assert not result.success
+    message = _failure(result)
+    assert "EndlessPagesError" in message and "/v2/analytics/events" in message
+    assert len(api.requests_to("/v2/analytics/events")) < 200
+    assert _rows(warehouse) == before
+
+
+def test_repeating_cursor_stops_the_run_and_keeps_loaded_tables(
+    api: ApiSimulator, world: World, warehouse: Path
+) -> None:
+    assert materialize().success
+    before = _rows(warehouse)
+    api.repeat_cursor = True
+    api.reset_requests()
+    result = materialize(["rooms"], run_config=_full_refresh(), raise_on_error=False)
+    assert not result.success
+    message = _failure(result)
+    assert "RepeatingCursorError" in message and "/v2/rooms" in message
+    assert len(api.requests) < 10
+    assert _rows(warehouse) == before
+
+
+# ---- malformed bodies ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fault", "path"), [(HTML_200, "/v2/recordings"), (BAD_JSON, "/v2/templates")]
+)
+def test_a_200_that_is_not_json_fails_naming_the_endpoint_and_keeps_loaded_tables(
+    api: ApiSimulator, world: World, warehouse: Path, fault: str, path: str
+) -> None:
+    assert materialize().success
+    before = _rows(warehouse)
+    api.faults = FaultPlan(always={path: fault})
+    result = materialize(raise_on_error=False)
+    assert not result.success
+    message = _failure(result)
+    assert "MalformedResponseError" in message and f"GET {api.base_url}{path}" in message
+    assert "not JSON" in message
+    assert _rows(warehouse) == before
+
+
+# ---- schema drift --------------------------------------------------------------------------
+
+
+def test_schema_drift_new_field_and_changed_type_load_without_losing_values(
+    api: ApiSimulator, world: World, warehouse: Path
+) -> None:
+    assert materialize(["rooms"]).success
+    with api.moving():
+        world.rooms[0]["parking_lot"] = "level 2"  # a field the API starts to send
+        world.rooms[1]["max_duration_seconds"] = "unlimited"  # was an integer
+    result = materialize(["rooms"], run_config=_full_refresh())
+    assert result.success
+    columns = column_names(warehouse, "rooms")
+    assert "parking_lot" in columns
+    variant = next(c for c in columns if c.startswith("max_duration_seconds__v_"))
+    assert query(
+        warehouse, f"SELECT {variant} FROM analytics.rooms WHERE id = '{world.rooms[1]['id']}'"
+    ) == [("unlimited",)]
+    assert query(warehouse, "SELECT count(*) FROM analytics.rooms") == [(len(world.rooms),)]
+    metadata = result.get_asset_materialization_events()[0].materialization.metadata
+    assert {"parking_lot", variant} <= set(metadata["new_columns"].value)  # type: ignore[arg-type]
+
+
+# ---- ids that need encoding ----------------------------------------------------------------
+
+
+def test_ids_with_reserved_characters_are_url_encoded(
+    world: World, warehouse: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    odd_template = "tpl/with?odd#chars and space"
+    odd_room = "room/odd?#x y"
+    template = world.templates[0]
+    for room in world.rooms:
+        if room["template_id"] == template["id"]:
+            room["template_id"] = odd_template
+    template["id"] = template["_id"] = odd_template
+    live = next(s for s in world.sessions if s["active"])
+    old_room = live["room_id"]
+    for row in world.rooms:
+        if row["id"] == old_room:
+            row["id"] = odd_room
+    for session in world.sessions:
+        if session["room_id"] == old_room:
+            session["room_id"] = odd_room
+    for event in world.events:
+        if event["data"].get("room_id") == old_room:
+            event["data"]["room_id"] = odd_room
+    with ApiSimulator(world) as sim:
+        monkeypatch.setenv("SOURCES__ANALYTICS_API__BASE_URL", sim.base_url)
+        monkeypatch.setenv("API_TOKEN", sim.token)
+        assert materialize().success
+    paths = {r.path for r in sim.requests}
+    assert "/v2/templates/tpl%2Fwith%3Fodd%23chars%20and%20space/settings" in paths
+    assert "/v2/active-rooms/room%2Fodd%3F%23x%20y/peers" in paths
+    assert all(r.status == 200 for r in sim.requests)
+    _exact(warehouse, world)
+
+
+# ---- killed runs ---------------------------------------------------------------------------
+
+RUN_JOB = (
+    "import sys; from analytics_assets.definitions import defs; "
+    "job = defs.resolve_implicit_global_asset_job_def() if sys.argv[1] == 'all' "
+    "else defs.resolve_job_def(sys.argv[1]); "
+    "sys.exit(0 if job.execute_in_process().success else 1)"
+)
+
+
+def _packages(stage: str) -> list[str]:
+    """dlt's load packages in a stage folder of the pipeline's working directory:
+    `load/new` while normalizing, `load/normalized` while loading, `load/loaded` when done."""
+    folder = Path(os.environ["DLT_DATA_DIR"]) / "pipelines" / "analytics_api" / stage
+    try:
+        return os.listdir(folder)
+    except FileNotFoundError:
+        return []
+
+
+def _kill_run(sim: ApiSimulator, job: str, *, when: str, after: float) -> str:
+    """Run `job` in a child process; SIGKILL it `after` seconds once `when` happens: it has
+    made a number of requests (`requests:N`), or dlt is normalizing (`normalize`) or loading
+    (`load`). Returns where the run was when it died."""
+    sim.reset_requests()
+    child = subprocess.Popen(
+        [sys.executable, "-c", RUN_JOB, job],
+        env=dict(os.environ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and child.poll() is None:
+            if when.startswith("requests:") and len(sim.requests) >= int(when.split(":")[1]):
+                break
+            if when == "normalize" and _packages("load/new"):
+                break
+            if when == "load" and _packages("load/normalized"):
+                break
+            time.sleep(0.002)
+        time.sleep(after)
+        child.send_signal(signal.SIGKILL)
+        stage = (
+            "done"
+            if _packages("load/loaded")
+            else "load"
+            if _packages("load/normalized")
+            else "normalize"
+            if _packages("load/new")
+            else "extract"
+        )
+    finally:
+        child.wait(timeout=30)
+    assert child.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    return stage
+
+
+#: Where to kill: mid-extract (after some requests), while normalizing, while loading.
+KILL_POINTS = [
+    ("requests:30", 0.0, "extract"),
+    ("requests:80", 0.0, "extract"),
+    ("normalize", 0.0, "normalize"),
+    ("load", 0.0, "load"),
+    ("load", 0.03, None),
+]
+
+
+@pytest.mark.parametrize(("when", "after", "stage"), KILL_POINTS)
+def test_killed_full_load_then_rerun_is_exact(
+    api: ApiSimulator, world: World, warehouse: Path, when: str, after: float, stage: str | None
+) -> None:
+    api.latency = 0.002
+    killed_in = _kill_run(api, "all", when=when, after=after)
+    assert stage is None or killed_in == stage
+    assert materialize().success
+    _exact(warehouse, world)
+
+
+@pytest.mark.parametrize(("when", "after", "stage"), KILL_POINTS[1:])
+def test_killed_refresh_then_rerun_is_exact_and_state_did_not_run_ahead(
+    api: ApiSimulator, world: World, warehouse: Path, when: str, after: float, stage: str | None
+) -> None:
+    first_clock = world.clock
+    assert materialize().success
+    with api.moving():
+        world.advance(activity=0.08)
+    api.latency = 0.002
+    when = "requests:15" if when.startswith("requests") else when
+    killed_in = _kill_run(api, "activity_refresh", when=when, after=after)
+    assert stage is None or killed_in == stage
+    assert materialize().success
+    _exact(warehouse, world, first_clock - EVENT_RETENTION)
+
+
+# ---- helpers -------------------------------------------------------------------------------
+
+
+def _full_refresh() -> dict[str, object]:
+    return {"ops": {"analytics_api": {"config": {"full_refresh": True}}}}
+
+
+def _rows(db: Path) -> dict[str, list[tuple[object, ...]]]:
+    with duckdb.connect(str(db), read_only=True) as con:
+        tables = [
+            t
+            for (t,) in con.execute(
+                "SELECT table_name FROM information_schema.tables "
+                "WHERE table_schema = 'analytics' AND table_name NOT LIKE '\\_dlt%' ESCAPE '\\'"
+            ).fetchall()
+        ]
+        return {
+            t: sorted(
+                con.execute(f"SELECT * EXCLUDE (_dlt_load_id) FROM analytics.{t}").fetchall(),
+                key=str,
+            )
+            if "_dlt_load_id" in [c[0] for c in con.execute(f"DESCRIBE analytics.{t}").fetchall()]
+            else sorted(con.execute(f"SELECT * FROM analytics.{t}").fetchall(), key=str)
+            for t in tables
+        }
