@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SCALE ?= 300
 
-.PHONY: help load test check lint types validate dev simulator benchmark clean
+.PHONY: help load test check lint types validate dev simulator benchmark benchmark-refresh benchmark-speed clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -43,8 +43,13 @@ dev: $(BIN)/.installed  ## dagster dev against the simulator started by `make si
 	DAGSTER_HOME=$(CURDIR)/dagster_home \
 	$(BIN)/dagster dev -w workspace.yaml
 
-benchmark: $(BIN)/.installed  ## requests of a full load vs. the refreshes after 4% activity
+benchmark: benchmark-refresh benchmark-speed  ## both benchmarks (about 2 minutes)
+
+benchmark-refresh: $(BIN)/.installed  ## requests of a full load vs. the refreshes after 4% activity
 	$(BIN)/python benchmarks/refresh.py --scale 400
+
+benchmark-speed: $(BIN)/.installed  ## full load vs. plain sequential dlt at 1,000 rooms, 20 ms latency
+	$(BIN)/python benchmarks/speed.py --scale 1000 --latency-ms 20 --memory-scale 5000
 
 clean:  ## remove the virtualenv and local data
 	rm -rf $(VENV) data

@@ -37,6 +37,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from analytics_assets.simulator.world import World, parse_iso
 
 DEFAULT_TOKEN = "simulator-management-token"
+STATS_PATH = "/_simulator/stats"
 TRANSIENT_STATUSES = (429, 500, 502, 503, 504)
 
 FinalPage = Literal["empty_page", "no_last"]
@@ -204,6 +205,12 @@ class ApiSimulator:
     def requests_to(self, prefix: str) -> list[RecordedRequest]:
         with self.lock:
             return [r for r in self.requests if r.path.startswith(prefix)]
+
+    def stats(self) -> dict[str, Any]:
+        """Requests received so far, for a benchmark that runs the simulator in another process
+        (`GET /_simulator/stats`)."""
+        with self.lock:
+            return {"requests": len(self.requests), "max_in_flight": self.max_in_flight}
 
     def reset_requests(self) -> None:
         with self.lock:
@@ -394,6 +401,9 @@ def _handler_for(sim: ApiSimulator) -> type[BaseHTTPRequestHandler]:
 
         def _answer(self, arrived: float) -> None:
             url = urlsplit(self.path)
+            if url.path == STATS_PATH:  # the simulator's own: not part of the API, not counted
+                self._send(200, "application/json", json.dumps(sim.stats()).encode(), {})
+                return
             params = parse_qs(url.query, keep_blank_values=True)
             headers: dict[str, str] = {}
             content_type, fault = "application/json", None
@@ -423,6 +433,11 @@ def _handler_for(sim: ApiSimulator) -> type[BaseHTTPRequestHandler]:
             if fault == DROP:
                 self.close_connection = True  # hang up without an answer
                 return
+            self._send(status, content_type, payload, headers)
+
+        def _send(
+            self, status: int, content_type: str, payload: bytes, headers: dict[str, str]
+        ) -> None:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(payload)))
