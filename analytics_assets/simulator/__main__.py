@@ -14,6 +14,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--token", default=DEFAULT_TOKEN, help="the bearer token it accepts")
+    parser.add_argument("--app-access-key", default="simulator-access-key")
+    parser.add_argument(
+        "--app-secret", default="simulator-app-secret-for-local-use-only", help="verifies JWTs"
+    )
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--fault-rate", type=float, default=0.0, help="share of 429/5xx answers")
     args = parser.parse_args(argv)
@@ -22,6 +26,8 @@ def main(argv: list[str] | None = None) -> None:
     sim = ApiSimulator(
         world,
         token=args.token,
+        app_access_key=args.app_access_key,
+        app_secret=args.app_secret,
         latency=args.latency_ms / 1000,
         faults=FaultPlan(rate=args.fault_rate, seed=args.seed),
         port=args.port,

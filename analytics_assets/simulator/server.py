@@ -3,7 +3,8 @@
 It answers the way `shared/api/API_NOTES.md` describes the reference, including its awkward
 parts, so that the pipeline and its tests meet them offline:
 
-- bearer auth: anything but `Authorization: Bearer <token>` is a 401 `{"code", "message"}`;
+- bearer auth: the static token, or a management token (HS256 JWT) signed with `app_secret`
+  for `app_access_key`, signature, claims and expiry checked; anything else is a 401;
 - lists (`rooms`, `sessions`, `templates`, `recordings`) page with `limit`/`start`/`last`; by
   default the final page still carries `last` and the page after it is empty (`final_page`);
 - events page with an opaque `next`, require `room_id` (400 without) and only serve 30 days;
@@ -33,6 +34,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
+
+import jwt
 
 from analytics_assets.simulator.world import World, parse_iso
 
@@ -157,6 +160,8 @@ class ApiSimulator:
         faults: FaultPlan | None = None,
         final_page: FinalPage = "empty_page",
         inactive_peers: InactivePeers = "404",
+        app_access_key: str | None = None,
+        app_secret: str | None = None,
         repeat_cursor: bool = False,
         endless_pages: bool = False,
         host: str = "127.0.0.1",
@@ -169,6 +174,10 @@ class ApiSimulator:
         self.final_page: FinalPage = final_page
         self.inactive_peers: InactivePeers = inactive_peers
         self.repeat_cursor = repeat_cursor
+        self.app_access_key = app_access_key
+        self.app_secret = app_secret
+        #: The `jti` of every management token it accepted.
+        self.tokens_seen: set[str] = set()
         self.endless_pages = endless_pages
         self.requests: list[RecordedRequest] = []
         #: The most requests it was answering at once.
@@ -229,7 +238,7 @@ class ApiSimulator:
         """The body to answer, and the non-status fault to answer it with, if any."""
         if self.latency:
             time.sleep(self.latency)
-        if auth != f"Bearer {self.token}":
+        if not self._authorized(auth):
             raise ApiError(401, "unauthorized: token missing, invalid or expired")
         fault = self.faults.fault_for(path, request_key)
         if isinstance(fault, int):
@@ -238,6 +247,32 @@ class ApiSimulator:
             time.sleep(self.faults.slow_seconds)
         with self.lock:
             return self._route(path, params), fault
+
+    def _authorized(self, header: str | None) -> bool:
+        """The static token, or a management token signed with the app secret: HS256, the
+        reference's claims, not expired and not before its `nbf`."""
+        if header == f"Bearer {self.token}":
+            return True
+        if not (self.app_secret and header and header.startswith("Bearer ")):
+            return False
+        try:
+            claims = jwt.decode(
+                header.removeprefix("Bearer "),
+                self.app_secret,
+                algorithms=["HS256"],
+                options={"require": ["access_key", "type", "version", "jti", "iat", "nbf", "exp"]},
+            )
+        except jwt.PyJWTError:
+            return False
+        valid = (
+            claims["access_key"] == self.app_access_key
+            and claims["type"] == "management"
+            and claims["version"] == 2
+        )
+        if valid:
+            with self.lock:
+                self.tokens_seen.add(claims["jti"])
+        return valid
 
     def _route(self, path: str, params: dict[str, list[str]]) -> Any:
         for pattern, handler in self._routes():

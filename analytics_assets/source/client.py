@@ -12,31 +12,18 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
-from dlt.common.configuration.specs.base_configuration import configspec
-from dlt.common.typing import TSecretStrValue
 from dlt.sources.helpers.requests import Client
 from dlt.sources.helpers.rest_client import RESTClient
-from dlt.sources.helpers.rest_client.auth import AuthConfigBase
 from dlt.sources.helpers.rest_client.paginators import JSONResponseCursorPaginator
 from requests import PreparedRequest, Request, Response
 from requests.adapters import HTTPAdapter
 
-from analytics_assets.source.settings import PAGE_SIZE, RETRY_STATUSES, TOKEN_ENV_VARS
+from analytics_assets.source.settings import PAGE_SIZE, RETRY_STATUSES
+from analytics_assets.source.tokens import ManagementTokenAuth
 
 
 class AnalyticsApiError(RuntimeError):
     """The API answered something we cannot use; the message names the endpoint."""
-
-
-class MissingApiTokenError(AnalyticsApiError):
-    """No token is configured; raised before any request leaves the machine."""
-
-    def __init__(self) -> None:
-        super().__init__(
-            "No API token is configured for the analytics API: set the environment variable "
-            f"{TOKEN_ENV_VARS[0]} (or {TOKEN_ENV_VARS[1]}), or `api_token` under "
-            "[sources.analytics_api] in .dlt/secrets.toml."
-        )
 
 
 class RepeatingCursorError(AnalyticsApiError):
@@ -59,26 +46,6 @@ def quote_id(value: str) -> str:
     """An id as one path segment: dlt puts values into paths as they are, so `/`, `?`, `#` or a
     space in an id would change the URL."""
     return quote(str(value), safe="")
-
-
-@configspec
-class ManagementTokenAuth(AuthConfigBase):
-    """Bearer auth with the management token.
-
-    Set through `auth` rather than client headers so dlt never logs it, and checked at request
-    time so that Dagster can load the asset graph on a machine with no token configured.
-    """
-
-    token: TSecretStrValue | None = None
-
-    def __call__(self, request: PreparedRequest) -> PreparedRequest:
-        if not self.token:
-            raise MissingApiTokenError()
-        request.headers["Authorization"] = f"Bearer {self.token}"
-        return request
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(token=***)"
 
 
 class RateGate:
@@ -187,7 +154,7 @@ class AnalyticsApiClient:
     def __init__(
         self,
         base_url: str,
-        api_token: str | None,
+        auth: ManagementTokenAuth,
         *,
         max_attempts: int,
         backoff_factor: float,
@@ -214,9 +181,7 @@ class AnalyticsApiClient:
         )
         session.mount("http://", adapter)
         session.mount("https://", adapter)
-        self.rest = RESTClient(
-            base_url=base_url, auth=ManagementTokenAuth(token=api_token), session=session
-        )
+        self.rest = RESTClient(base_url=base_url, auth=auth, session=session)
         self.max_pages = max_pages
         self.workers = workers
 
