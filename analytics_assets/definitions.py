@@ -3,7 +3,7 @@
 import dagster as dg
 from dagster_dlt import DagsterDltResource
 
-from analytics_assets.defs import alerts, checks, schedules
+from analytics_assets.defs import alerts, checks, marts, schedules
 from analytics_assets.defs.assets import build_analytics_assets
 
 defs = dg.Definitions.merge(
@@ -17,4 +17,5 @@ defs = dg.Definitions.merge(
     schedules.defs,
     alerts.defs,
     checks.defs,
+    marts.defs,
 )

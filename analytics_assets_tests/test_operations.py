@@ -57,7 +57,15 @@ def test_schedules_jobs_and_sensors_are_pinned() -> None:
         return {k.path[-1] for k in keys if graph.has(k)}
 
     assert tables("live_peers_refresh") == {"rooms", "active_room_peers"}
-    assert tables("activity_refresh") == {"rooms", "sessions", "analytics_events", "recordings"}
+    assert tables("activity_refresh") == {
+        "rooms",
+        "sessions",
+        "analytics_events",
+        "recordings",
+        "peer_minutes_daily",
+        "unmuted_time",
+        "client_errors_daily",
+    }
     assert tables("catalog_refresh") == {
         "templates",
         "template_settings",

@@ -10,6 +10,8 @@ from analytics_assets.defs.assets import asset_key
 
 LIVE_TABLES = ["rooms", "active_room_peers"]
 ACTIVITY_TABLES = ["rooms", "sessions", "analytics_events", "recordings"]
+#: Computed from sessions and events: rebuilt after each activity refresh.
+MART_TABLES = ["peer_minutes_daily", "unmuted_time", "client_errors_daily"]
 CATALOG_TABLES = ["templates", "template_settings", "templates_destinations", "rooms"]
 
 #: Who is in a room changes by the minute. Rooms come along (one request when none is new) so
@@ -23,10 +25,10 @@ live_peers_job = dg.define_asset_job(
 #: Sessions start and end, events and recordings follow them.
 activity_job = dg.define_asset_job(
     "activity_refresh",
-    selection=[asset_key(t) for t in ACTIVITY_TABLES],
+    selection=[asset_key(t) for t in ACTIVITY_TABLES + MART_TABLES],
     description=(
         "Rooms and sessions created since the last run, sessions that were live, their events, "
-        "and recordings."
+        "and recordings; then the analytics computed from them."
     ),
 )
 
