@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -88,3 +95,69 @@ def materialize(selection: list[str] | None = None, **kwargs: Any) -> dg.Execute
     if selection is not None:
         kwargs["selection"] = [dg.AssetKey(["analytics", name]) for name in selection]
     return dg.materialize([assets], resources={"dlt": DagsterDltResource()}, **kwargs)
+
+
+# ---- a real PostgreSQL server on loopback, for the Postgres tests ---------------------------
+
+
+def _postgres_bin() -> Path | None:
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+    found = shutil.which("initdb")
+    if found:
+        candidates.append(Path(found).parent)
+    return next(
+        (d for d in candidates if (d / "initdb").exists() and (d / "pg_ctl").exists()), None
+    )
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A throw-away PostgreSQL cluster on a free loopback port; yields its base URL."""
+    bindir = _postgres_bin()
+    if bindir is None:
+        pytest.skip(
+            "PostgreSQL server binaries (initdb, pg_ctl) not found: install Debian's "
+            "`postgresql` package (.ci/run does) to run the Postgres tests"
+        )
+    root = Path(tempfile.mkdtemp(prefix="analytics_pg_"))
+    root.chmod(0o755)
+    as_postgres: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses root: run the server as the `postgres` user
+        user = pwd.getpwnam("postgres")
+        os.chown(root, user.pw_uid, user.pw_gid)
+        as_postgres = ["runuser", "-u", "postgres", "--"]
+    data = root / "data"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    subprocess.run(
+        [*as_postgres, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
+        check=True,
+        capture_output=True,
+    )
+    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
+    pg_ctl = [*as_postgres, str(bindir / "pg_ctl"), "-D", str(data)]
+    subprocess.run(
+        [*pg_ctl, "-l", str(root / "server.log"), "-o", options, "-w", "start"],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield f"postgresql://postgres:unused@127.0.0.1:{port}"
+    finally:
+        subprocess.run([*pg_ctl, "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_db(postgres_server: str, request: pytest.FixtureRequest) -> str:
+    """A fresh database for one test; yields its URL."""
+    import psycopg2
+
+    name = "t_" + uuid.uuid4().hex[:12]
+    connection = psycopg2.connect(postgres_server + "/postgres")
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE {name}")
+    connection.close()
+    return f"{postgres_server}/{name}"

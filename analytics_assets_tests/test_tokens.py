@@ -73,7 +73,7 @@ def test_scheduled_refresh_works_with_only_key_and_secret_and_shows_neither(
         assert result.success, job
     assert all(r.status == 200 for r in keyed_api.requests)
     assert keyed_api.tokens_seen  # it was the minted tokens that got in
-    assert [d for d in compare(warehouse, world).values() if not d.exact] == []  # type: ignore[arg-type]
+    assert [d for d in compare(warehouse, world).values() if not d.exact] == []
     logged = "\n".join(str(record) for record in instance.all_logs(result.run_id))
     for run in instance.get_runs():
         logged += "\n".join(str(r) for r in instance.all_logs(run.run_id))

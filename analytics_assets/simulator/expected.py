@@ -7,7 +7,7 @@ Each table is compared on its key plus the fields that change after creation.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -55,25 +55,36 @@ def expected_rows(world: World, *, events_since: datetime | None = None) -> dict
     }
 
 
-def loaded_rows(db: Path, tables: list[str] | None = None) -> dict[str, list[tuple]]:
-    with duckdb.connect(str(db), read_only=True) as con:
-        existing = {
-            row[0]
-            for row in con.execute(
-                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'analytics'"
-            ).fetchall()
-        }
-        return {
-            table: [_normalize(row) for row in con.execute(sql).fetchall()]
-            if table in existing
-            else []
-            for table, sql in QUERIES.items()
-            if tables is None or table in tables
-        }
+def loaded_rows(db: Path | Any) -> dict[str, list[tuple]]:
+    """The compared columns of every table: from a DuckDB file, or through a dlt pipeline's
+    SQL client for any other destination (the same queries run on both)."""
+    if isinstance(db, Path):
+        with duckdb.connect(str(db), read_only=True) as con:
+            return _read(lambda sql, *args: con.execute(sql, list(args)).fetchall())
+    with db.sql_client() as client:
+
+        def fetch(sql: str, *args: Any) -> list[tuple]:
+            with client.execute_query(sql.replace("?", "%s"), *args) as cursor:
+                return [tuple(row) for row in cursor.fetchall()]
+
+        return _read(fetch)
+
+
+def _read(fetch: Any) -> dict[str, list[tuple]]:
+    existing = {
+        row[0]
+        for row in fetch(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = ?", "analytics"
+        )
+    }
+    return {
+        table: [_normalize(row) for row in fetch(sql)] if table in existing else []
+        for table, sql in QUERIES.items()
+    }
 
 
 def _normalize(row: tuple[Any, ...]) -> tuple[Any, ...]:
-    return tuple(v.astimezone() if isinstance(v, datetime) else v for v in row)
+    return tuple(v.astimezone(UTC) if isinstance(v, datetime) else v for v in row)
 
 
 @dataclass(frozen=True)
@@ -91,7 +102,7 @@ class TableDiff:
 
 
 def compare(
-    db: Path, world: World, *, events_since: datetime | None = None
+    db: Path | Any, world: World, *, events_since: datetime | None = None
 ) -> dict[str, TableDiff]:
     """Per table: how many rows are missing, unexpected (or stale) and duplicated."""
     want = expected_rows(world, events_since=events_since)

@@ -1,0 +1,122 @@
+"""Postgres, for real: as the warehouse (configuration only), and as Dagster's own storage with
+steps in separate processes (deploy/dagster.yaml). A PostgreSQL server runs on loopback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import psycopg2
+import pytest
+
+from analytics_assets.defs.warehouse import analytics_pipeline
+from analytics_assets.simulator import ApiSimulator, World
+from analytics_assets.simulator.expected import compare
+from analytics_assets.simulator.world import EVENT_RETENTION
+from analytics_assets_tests.conftest import materialize
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def postgres_warehouse(postgres_db: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The pipeline writes to Postgres: dlt's own settings, nothing in the code changes."""
+    monkeypatch.setenv("DESTINATION_TYPE", "postgres")
+    monkeypatch.setenv("DESTINATION__POSTGRES__CREDENTIALS", postgres_db)
+    return postgres_db
+
+
+def _scalar(url: str, sql: str) -> object:
+    with psycopg2.connect(url) as connection, connection.cursor() as cursor:
+        cursor.execute(sql)
+        return cursor.fetchall()[0][0]
+
+
+def test_full_load_and_refresh_are_exact_in_postgres(
+    api: ApiSimulator, world: World, postgres_warehouse: str
+) -> None:
+    first_clock = world.clock
+    result = materialize()
+    assert result.success
+    kinds = {
+        e.materialization.metadata["destination_type"].value
+        for e in result.get_asset_materialization_events()
+    }
+    assert kinds == {"dlt.destinations.postgres"}
+    assert [d for d in compare(analytics_pipeline(), world).values() if not d.exact] == []
+    with api.moving():
+        world.advance(activity=0.04)
+    api.reset_requests()
+    assert materialize().success
+    diffs = compare(analytics_pipeline(), world, events_since=first_clock - EVENT_RETENTION)
+    assert [d for d in diffs.values() if not d.exact] == []
+    assert all("session_id" in r.params for r in api.requests_to("/v2/analytics/events"))
+    assert _scalar(postgres_warehouse, "SELECT count(*) FROM analytics.rooms") == len(world.rooms)
+
+
+def test_analytics_and_checks_run_in_postgres(
+    api: ApiSimulator, world: World, postgres_warehouse: str
+) -> None:
+    from analytics_assets.definitions import defs
+
+    result = defs.resolve_job_def("activity_refresh").execute_in_process()
+    assert result.success
+    checks = {
+        (e.asset_key.path[-1], e.check_name): e.passed for e in result.get_asset_check_evaluations()
+    }
+    assert checks and all(checks.values()), checks
+    errors = sum(1 for e in world.retained_events() if e["type"].startswith("client."))
+    assert (
+        _scalar(postgres_warehouse, "SELECT sum(errors) FROM analytics.client_errors_daily")
+        == errors
+    )
+
+
+def test_production_instance_keeps_runs_in_postgres_and_runs_steps_in_processes(
+    api: ApiSimulator,
+    world: World,
+    postgres_warehouse: str,
+    postgres_server: str,
+    tmp_path: Path,
+) -> None:
+    dagster_db = postgres_server + "/postgres"
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / "deploy" / "dagster.yaml", home / "dagster.yaml")
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "DAGSTER_POSTGRES_URL": dagster_db.replace("postgresql://", "postgresql+psycopg2://"),
+        "ANALYTICS_ASSETS_EXECUTOR": "multiprocess",
+    }
+    job = [sys.executable, "-m", "dagster", "job", "execute", "-m", "analytics_assets.definitions"]
+    done = subprocess.run([*job, "-j", "activity_refresh"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    os.environ["DAGSTER_POSTGRES_URL"] = env["DAGSTER_POSTGRES_URL"]
+    try:
+        instance = dg.DagsterInstance.from_config(str(home))
+        runs = instance.get_runs()
+        assert [r.job_name for r in runs] == ["activity_refresh"]
+        assert runs[0].status == dg.DagsterRunStatus.SUCCESS
+        records = instance.all_logs(runs[0].run_id)
+        step_pids = {
+            r.dagster_event.pid
+            for r in records
+            if r.step_key and r.dagster_event and r.dagster_event.pid
+        }
+        assert len(step_pids) >= 2  # each step in a process of its own
+        assert {r.step_key for r in records if r.step_key} >= {
+            "analytics_api",
+            "warehouse_checks",
+            "analytics__peer_minutes_daily",
+        }
+    finally:
+        del os.environ["DAGSTER_POSTGRES_URL"]
+    assert _scalar(dagster_db, "SELECT count(*) FROM runs") == 1
+    diffs = compare(analytics_pipeline(), world)
+    assert all(diffs[t].exact for t in ("rooms", "sessions", "analytics_events", "recordings"))
