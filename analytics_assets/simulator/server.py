@@ -22,6 +22,7 @@ Every request is recorded in `ApiSimulator.requests` so tests can assert what th
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import random
 import re
@@ -105,6 +106,8 @@ class FaultPlan:
         self._rng = random.Random(self.seed)
         self._lock = threading.Lock()
         self._streak: dict[str, int] = {}
+        # Which requests fail is random; the kinds take turns, so a few faults cover them all.
+        self._kinds = itertools.cycle(RANDOM_FAULTS)
 
     def fault_for(self, path: str, request_key: str = "") -> Fault | None:
         with self._lock:
@@ -118,7 +121,7 @@ class FaultPlan:
             streak = self._streak.get(key, 0)
             if self.rate and streak < self.max_consecutive and self._rng.random() < self.rate:
                 self._streak[key] = streak + 1
-                return self._rng.choice(RANDOM_FAULTS)
+                return next(self._kinds)
             self._streak.pop(key, None)
         return None
 
