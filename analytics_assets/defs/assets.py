@@ -14,7 +14,11 @@ from dagster_dlt.translator import DltResourceTranslatorData
 from dlt.extract import DltSource
 from dlt.pipeline.exceptions import PipelineStepFailed
 
-from analytics_assets.defs.warehouse import analytics_pipeline, choose_file_formats
+from analytics_assets.defs.warehouse import (
+    analytics_pipeline,
+    choose_file_formats,
+    existing_tables,
+)
 from analytics_assets.source import analytics_api
 from analytics_assets.source.settings import DATASET_NAME, RESOURCE_DESCRIPTIONS, UPSTREAM
 
@@ -45,8 +49,11 @@ class AnalyticsLoadError(Exception):
 
 
 _HINTS = {
-    401: " (the API rejected the token: check API_TOKEN; dashboard tokens expire after 7 days)",
-    403: " (the token lacks access: check API_TOKEN and the workspace it belongs to)",
+    401: (
+        " (the API rejected the credentials: check API_TOKEN, which expires 7 days after it "
+        "was copied, or APP_ACCESS_KEY and APP_SECRET)"
+    ),
+    403: " (the credentials lack access to this workspace: check which workspace they belong to)",
 }
 
 
@@ -116,11 +123,7 @@ def table_row_counts(pipeline: Any, tables: list[str]) -> dict[str, int]:
     """Row counts read from the destination, for the tables that exist there."""
     counts: dict[str, int] = {}
     with pipeline.sql_client() as client:
-        with client.execute_query(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
-            client.dataset_name,
-        ) as cursor:
-            existing = {row[0] for row in cursor.fetchall()}
+        existing = existing_tables(client)
         for table in tables:
             if table in existing:
                 name = client.make_qualified_table_name(table)

@@ -15,7 +15,7 @@ from dagster._utils.warnings import SupersessionWarning
 
 from analytics_assets.defs.assets import WAREHOUSE_POOL, asset_key
 from analytics_assets.defs.schedules import ACTIVITY_TABLES
-from analytics_assets.defs.warehouse import analytics_pipeline
+from analytics_assets.defs.warehouse import analytics_pipeline, existing_tables
 
 PRIMARY_KEYS: dict[str, list[str]] = {
     "rooms": ["id"],
@@ -109,11 +109,7 @@ def _not_loaded(check: dg.AssetCheckKey) -> dg.AssetCheckResult:
 @dg.multi_asset_check(specs=SPECS, can_subset=True, name="warehouse_checks", pool=WAREHOUSE_POOL)
 def warehouse_checks(context: dg.AssetCheckExecutionContext) -> Iterator[dg.AssetCheckResult]:
     with analytics_pipeline().sql_client() as client:
-        with client.execute_query(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
-            client.dataset_name,
-        ) as cursor:
-            existing = {row[0] for row in cursor.fetchall()}
+        existing = existing_tables(client)
         for check in sorted(context.selected_asset_check_keys, key=str):
             table = check.asset_key.path[-1]
             if table not in existing or (check.name == ROOM_CHECK and "rooms" not in existing):

@@ -67,3 +67,12 @@ def choose_file_formats(pipeline: dlt.Pipeline, source: DltSource) -> None:
     for resource in source.selected_resources.values():
         replaced = resource.write_disposition == "replace"
         resource.apply_hints(file_format="insert_values" if replaced else "jsonl")
+
+
+def existing_tables(client: Any) -> set[str]:
+    """The tables of the dataset that exist in the destination, through a dlt SQL client."""
+    with client.execute_query(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+        client.dataset_name,
+    ) as cursor:
+        return {row[0] for row in cursor.fetchall()}
