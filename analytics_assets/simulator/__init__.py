@@ -1,5 +1,10 @@
-"""A local, faithful simulator of the analytics API, for tests and offline runs."""
+"""A local, faithful simulator of the analytics API, for tests and offline runs.
 
+Written from the reference (`shared/api/API_NOTES.md`), never from the client: it imports
+nothing from `analytics_assets.source`, so that it cannot share the client's assumptions.
+"""
+
+from analytics_assets.simulator.readings import LENIENT, READINGS, STRICT, Reading
 from analytics_assets.simulator.server import (
     DEFAULT_TOKEN,
     ApiSimulator,
@@ -10,8 +15,12 @@ from analytics_assets.simulator.world import World, generate_world
 
 __all__ = [
     "DEFAULT_TOKEN",
+    "LENIENT",
+    "READINGS",
+    "STRICT",
     "ApiSimulator",
     "FaultPlan",
+    "Reading",
     "RecordedRequest",
     "World",
     "generate_world",

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 import time
 
-from analytics_assets.simulator import DEFAULT_TOKEN, ApiSimulator, FaultPlan, generate_world
+from analytics_assets.simulator import (
+    DEFAULT_TOKEN,
+    READINGS,
+    ApiSimulator,
+    FaultPlan,
+    generate_world,
+)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -20,11 +26,19 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--fault-rate", type=float, default=0.0, help="share of 429/5xx answers")
+    parser.add_argument(
+        "--reading",
+        choices=sorted(READINGS),
+        default="lenient",
+        help="how to read the reference where it is ambiguous or strict (see readings.py)",
+    )
     args = parser.parse_args(argv)
 
-    world = generate_world(scale=args.scale, seed=args.seed)
+    reading = READINGS[args.reading]
+    world = generate_world(scale=args.scale, seed=args.seed, reading=reading)
     sim = ApiSimulator(
         world,
+        reading=reading,
         token=args.token,
         app_access_key=args.app_access_key,
         app_secret=args.app_secret,
@@ -33,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
         port=args.port,
     ).start()
     print(
-        f"analytics API simulator on {sim.base_url}: {len(world.rooms)} rooms, "
+        f"analytics API simulator ({reading.name}) on {sim.base_url}: {len(world.rooms)} rooms, "
         f"{len(world.sessions)} sessions, {len(world.retained_events())} events. Ctrl-C stops it."
     )
     try:

@@ -6,6 +6,7 @@ Each table is compared on its key plus the fields that change after creation.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,14 +18,18 @@ from analytics_assets.simulator.world import EVENT_RETENTION, World, parse_iso
 
 #: The columns compared per table: the key, then what changes over a record's life.
 QUERIES = {
-    "rooms": "SELECT id FROM analytics.rooms",
+    "rooms": "SELECT id, name, enabled FROM analytics.rooms",
     "sessions": "SELECT id, active, updated_at FROM analytics.sessions",
+    "sessions__peers": (
+        "SELECT s.id, p.id, p.left_at FROM analytics.sessions__peers p "
+        "JOIN analytics.sessions s ON p._dlt_parent_id = s._dlt_id"
+    ),
     "active_room_peers": "SELECT room_id, id FROM analytics.active_room_peers",
     "templates": "SELECT id FROM analytics.templates",
     "template_settings": "SELECT template_id FROM analytics.template_settings",
     "templates_destinations": "SELECT template_id, kind, key FROM analytics.templates_destinations",
     "analytics_events": "SELECT id FROM analytics.analytics_events",
-    "recordings": "SELECT id, status FROM analytics.recordings",
+    "recordings": "SELECT id, status, updated_at FROM analytics.recordings",
 }
 
 
@@ -33,8 +38,13 @@ def expected_rows(world: World, *, events_since: datetime | None = None) -> dict
     past the API's 30 days); by default what the API serves now."""
     since = events_since or world.clock - EVENT_RETENTION
     return {
-        "rooms": [(r["id"],) for r in world.rooms],
+        "rooms": [(r["id"], r["name"], r["enabled"]) for r in world.rooms],
         "sessions": [(s["id"], s["active"], parse_iso(s["updated_at"])) for s in world.sessions],
+        "sessions__peers": [
+            (s["id"], peer_id, parse_iso(peer["left_at"]) if "left_at" in peer else None)
+            for s in world.sessions
+            for peer_id, peer in s["peers"].items()
+        ],
         "active_room_peers": [
             (room["id"], peer_id)
             for room in world.rooms
@@ -51,7 +61,9 @@ def expected_rows(world: World, *, events_since: datetime | None = None) -> dict
         "analytics_events": [
             (e["id"],) for e in world.events if parse_iso(e["timestamp"]) >= since
         ],
-        "recordings": [(r["id"], r["status"]) for r in world.recordings],
+        "recordings": [
+            (r["id"], r["status"], parse_iso(r["updated_at"])) for r in world.recordings
+        ],
     }
 
 
@@ -78,7 +90,9 @@ def _read(fetch: Any) -> dict[str, list[tuple]]:
         )
     }
     return {
-        table: [_normalize(row) for row in fetch(sql)] if table in existing else []
+        table: [_normalize(row) for row in fetch(sql)]
+        if set(re.findall(r"analytics\.(\w+)", sql)) <= existing
+        else []
         for table, sql in QUERIES.items()
     }
 

@@ -1,20 +1,25 @@
 """A local HTTP simulator of the analytics API's eight GET endpoints.
 
 It answers the way `shared/api/API_NOTES.md` describes the reference, including its awkward
-parts, so that the pipeline and its tests meet them offline:
+parts, so that the pipeline and its tests meet them offline. Where the reference is ambiguous or
+strict, it plays the `Reading` it is given (`readings.py`): `start` inclusive or not, lists
+newest first or oldest first, rooms listed without `enabled` being all rooms or the enabled ones,
+events' `type` optional or required, a 429's wait in a header or only in its message.
 
 - bearer auth: the static token, or a management token (HS256 JWT) signed with `app_secret`
   for `app_access_key`, signature, claims and expiry checked; anything else is a 401;
-- lists (`rooms`, `sessions`, `templates`, `recordings`) page with `limit`/`start`/`last`; by
-  default the final page still carries `last` and the page after it is empty (`final_page`);
-- events page with an opaque `next`, require `room_id` (400 without) and only serve 30 days;
+- lists (`rooms`, `sessions`, `templates`, `recordings`) page with `limit`/`start`/`last`;
+- events page with an opaque `next`, require `room_id` (400 without), filter by `type`,
+  `session_id` (which never matches an event without one) and the other ids, count the
+  matches in `total`, and only serve 30 days;
 - active-room peers are an object keyed by peer id; a room that is not live answers 404 or an
-  empty object (`inactive_peers`);
+  empty object (the reading's `inactive_peers`);
 - settings and destinations are bare objects;
-- faults: scripted or random 429 (with `Retry-After`), 5xx, dropped connections, answers slower
-  than the client waits, 200s with an HTML page or cut-off JSON, and latency; broken cursors
-  (`repeat_cursor`: lists ignore `start`, so `last` repeats; `endless_pages`: events always
-  hand out a fresh `next`).
+- every answer's `Date` header is the simulated clock, as a real server's is its own;
+- faults: scripted or random 429, 5xx, dropped connections, answers slower than the client
+  waits, 200s with an HTML page or cut-off JSON, and latency; broken cursors (`ignore_start`:
+  lists answer the first page whatever `start` says; `stuck_cursor`: lists page on but hand back
+  the same `last`; `endless_pages`: events always hand out a fresh `next`).
 
 Every request is recorded in `ApiSimulator.requests` so tests can assert what the API saw.
 """
@@ -24,6 +29,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import math
 import random
 import re
 import sys
@@ -32,20 +38,31 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import jwt
 
+from analytics_assets.simulator.readings import LENIENT, Reading
 from analytics_assets.simulator.world import World, parse_iso
 
 DEFAULT_TOKEN = "simulator-management-token"
 STATS_PATH = "/_simulator/stats"
 TRANSIENT_STATUSES = (429, 500, 502, 503, 504)
-
-FinalPage = Literal["empty_page", "no_last"]
-InactivePeers = Literal["404", "empty"]
+#: The event types the reference documents (the track, recording and error events pages).
+EVENT_TYPES = (
+    "track.add.success",
+    "track.update.success",
+    "track.remove.success",
+    "beam.recording.success",
+    "client.publish.failed",
+    "client.subscribe.failed",
+    "client.join.failed",
+    "client.disconnected",
+    "client.connect.failed",
+)
 
 
 class ApiError(Exception):
@@ -126,12 +143,12 @@ class FaultPlan:
         return None
 
 
-def _error(status: int, retry_after: int) -> ApiError:
+def _error(status: int, retry_after: int, *, header: bool = True) -> ApiError:
     if status == 429:
         return ApiError(
             429,
             f"rate limit exceeded, retry after {retry_after} seconds",
-            {"Retry-After": str(retry_after)},
+            {"Retry-After": str(retry_after)} if header else {},
             fault=429,
         )
     return ApiError(status, "internal error, please retry", fault=status)
@@ -159,24 +176,28 @@ class ApiSimulator:
         world: World,
         *,
         token: str = DEFAULT_TOKEN,
+        reading: Reading = LENIENT,
         latency: float = 0.0,
         faults: FaultPlan | None = None,
-        final_page: FinalPage = "empty_page",
-        inactive_peers: InactivePeers = "404",
         app_access_key: str | None = None,
         app_secret: str | None = None,
-        repeat_cursor: bool = False,
+        ignore_start: bool = False,
+        stuck_cursor: bool = False,
         endless_pages: bool = False,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
         self.world = world
+        self.reading = reading
         self.token = token
         self.latency = latency
         self.faults = faults or FaultPlan()
-        self.final_page: FinalPage = final_page
-        self.inactive_peers: InactivePeers = inactive_peers
-        self.repeat_cursor = repeat_cursor
+        self.ignore_start = ignore_start
+        self.stuck_cursor = stuck_cursor
+        #: (collection, start) -> pages served for it, for `stuck_cursor`.
+        self._stuck_pages: dict[tuple[str, str], int] = {}
+        #: Under `rate_limit_in_message`: every request is a 429 until this `time.monotonic()`.
+        self._limited_until = 0.0
         self.app_access_key = app_access_key
         self.app_secret = app_secret
         #: The `jti` of every management token it accepted.
@@ -243,13 +264,30 @@ class ApiSimulator:
             time.sleep(self.latency)
         if not self._authorized(auth):
             raise ApiError(401, "unauthorized: token missing, invalid or expired")
+        self._still_limited()
         fault = self.faults.fault_for(path, request_key)
+        if fault == 429 and self.reading.rate_limit_in_message:
+            with self.lock:
+                self._limited_until = time.monotonic() + self.faults.retry_after
+            self._still_limited()
         if isinstance(fault, int):
             raise _error(fault, self.faults.retry_after)
         if fault == SLOW:
             time.sleep(self.faults.slow_seconds)
         with self.lock:
             return self._route(path, params), fault
+
+    def _still_limited(self) -> None:
+        """Under `rate_limit_in_message`, a 429 holds until its wait has passed: every request
+        until then is a 429 whose message names the seconds left, with no `Retry-After`."""
+        with self.lock:
+            left = self._limited_until - time.monotonic()
+        if left > 0:
+            raise _error(429, math.ceil(left), header=False)
+
+    def date_header(self) -> str:
+        """The server's `Date`: the simulated clock, so a client sees the API's own "now"."""
+        return format_datetime(self.world.clock, usegmt=True)
 
     def _authorized(self, header: str | None) -> bool:
         """The static token, or a management token signed with the app secret: HS256, the
@@ -294,9 +332,19 @@ class ApiSimulator:
         ]
 
     def _list(self, params: dict[str, list[str]], collection: str) -> dict[str, Any]:
-        # In id order, as the API pages (a test may have appended out of order).
-        items: list[dict[str, Any]] = sorted(getattr(self.world, collection), key=_id)
+        # Ids begin with the creation time: id order is creation order, newest first or last
+        # as the reading says (a test may have appended out of order).
+        newest_first = self.reading.newest_first
+        items: list[dict[str, Any]] = sorted(
+            getattr(self.world, collection), key=_id, reverse=newest_first
+        )
         limit = _limit(params, minimum=_MIN_LIMIT[collection])
+        if (
+            collection == "rooms"
+            and "enabled" not in params
+            and self.reading.rooms_enabled_by_default
+        ):
+            params = {**params, "enabled": ["true"]}  # "Default: true"
         for param, field_name in _LIST_FILTERS[collection].items():
             if param in params:
                 wanted = params[param][0]
@@ -305,13 +353,19 @@ class ApiSimulator:
             if param in params:
                 bound = _parse_time_param(params[param][0], param)
                 items = [i for i in items if keep(parse_iso(i["created_at"]), bound)]
-        if "start" in params and not self.repeat_cursor:
-            start = params["start"][0]
-            items = [i for i in items if i["id"] > start]
+        start = params["start"][0] if "start" in params else None
+        if self.stuck_cursor and start is not None:  # a broken API: `last` never moves
+            with self.lock:
+                served = self._stuck_pages.get((collection, start), 0) + 1
+                self._stuck_pages[(collection, start)] = served
+            page = items[served * limit : (served + 1) * limit]
+            return {"limit": limit, "data": page, "last": start} if page else {"data": page}
+        if start is not None and not self.ignore_start:
+            items = [i for i in items if _after_start(i["id"], start, newest_first, self.reading)]
         page = items[:limit]
         body: dict[str, Any] = {"limit": limit, "data": page}
         has_more = len(items) > limit
-        if page and (has_more or self.final_page == "empty_page"):
+        if page and (has_more or self.reading.final_page == "empty_page"):
             body["last"] = page[-1]["id"]
         return body
 
@@ -329,7 +383,7 @@ class ApiSimulator:
     def _active_peers(self, params: dict[str, list[str]], room_id: str) -> dict[str, Any]:
         peers = self.world.active_peers(room_id)
         if peers is None:
-            if self.inactive_peers == "404":
+            if self.reading.inactive_peers == "404":
                 raise ApiError(404, f"room {room_id} is not active")
             peers = {}
         return {"peers": peers}
@@ -349,6 +403,11 @@ class ApiSimulator:
     def _events(self, params: dict[str, list[str]]) -> dict[str, Any]:
         if "room_id" not in params:
             raise ApiError(400, "room_id is required")
+        if "type" not in params and self.reading.events_type_required:
+            raise ApiError(400, "type is required")
+        unknown = sorted(set(params.get("type", [])) - set(EVENT_TYPES))
+        if unknown:
+            raise ApiError(400, f"invalid type: {unknown[0]}")
         room_id = params["room_id"][0]
         limit = _limit(params, minimum=1)
         events = self._events_by_room().get(room_id, [])
@@ -372,6 +431,14 @@ class ApiSimulator:
 
 def _id(item: dict[str, Any]) -> str:
     return str(item["id"])
+
+
+def _after_start(item_id: str, start: str, newest_first: bool, reading: Reading) -> bool:
+    """Whether an object comes after the one `start` names, in the listing's order; under the
+    inclusive reading the named object itself is served again."""
+    if reading.start_inclusive and item_id == start:
+        return True
+    return item_id < start if newest_first else item_id > start
 
 
 def _limit(params: dict[str, list[str]], *, minimum: int) -> int:
@@ -483,6 +550,9 @@ def _handler_for(sim: ApiSimulator) -> type[BaseHTTPRequestHandler]:
                 self.send_header(name, value)
             self.end_headers()
             self.wfile.write(payload)
+
+        def date_time_string(self, timestamp: float | None = None) -> str:
+            return sim.date_header()
 
         def log_message(self, format: str, *args: Any) -> None:
             pass  # the request log is `sim.requests`

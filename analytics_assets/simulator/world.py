@@ -3,7 +3,11 @@
 The shapes follow the reference's own samples (`shared/api/examples/`): ObjectId-like ids that
 sort by creation time, sessions with `peers` keyed by peer id, templates with camelCase
 timestamps and embedded settings/destinations, events with a nested `data` object. The same
-seed and scale always give the same world.
+seed, scale and reading always give the same world.
+
+Time is simulated: `clock` is the API's "now". Anything dated later (a track unmuted in a minute,
+a recording uploaded in three hours) waits in `pending` and is listed once `advance()` moves the
+clock past it, as the real API lists events when they happen.
 """
 
 from __future__ import annotations
@@ -15,15 +19,24 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from analytics_assets.simulator.readings import LENIENT, Reading
+
 #: The simulated "now". Fixed so a seed gives the same world on every machine and day.
 DEFAULT_CLOCK = datetime(2024, 7, 1, 12, 0, 0, tzinfo=UTC)
 #: The API keeps analytics events this long.
 EVENT_RETENTION = timedelta(days=30)
+#: Days of history a default world has (rooms created over them, sessions spread over them).
+DEFAULT_HISTORY_DAYS = 60
 
 ROLES = ("host", "guest", "viewer", "teacher", "student")
 REGIONS = ("in", "us", "eu")
 TRACK_TYPES = ("audio", "video")
-ERROR_TYPES = ("client.join.failed", "client.publish.failed", "client.subscribe.failed")
+#: Errors of peers inside a session (they carry its `session_id`).
+SESSION_ERRORS = ("client.publish.failed", "client.subscribe.failed", "client.disconnected")
+#: Errors of peers that may never reach a session (`session_id` may be missing).
+ENTRY_ERRORS = ("client.join.failed", "client.connect.failed")
+#: Errors a peer may meet; under the lenient reading every error names its session.
+ERROR_TYPES_ALL = (*SESSION_ERRORS, *ENTRY_ERRORS)
 
 
 def iso(ts: datetime) -> str:
@@ -36,6 +49,15 @@ def parse_iso(value: str) -> datetime:
 
 
 @dataclass
+class Upload:
+    """A recording whose upload ends at `at`: it turns `completed` and its event is listed."""
+
+    at: datetime
+    recording_id: str
+    event: dict[str, Any]
+
+
+@dataclass
 class World:
     """Everything the simulated workspace holds, plus the clock that moves it on."""
 
@@ -45,9 +67,18 @@ class World:
     rooms: list[dict[str, Any]] = field(default_factory=list)
     sessions: list[dict[str, Any]] = field(default_factory=list)
     recordings: list[dict[str, Any]] = field(default_factory=list)
+    #: Events the API lists now (expired ones included: `retained_events()` filters them).
     events: list[dict[str, Any]] = field(default_factory=list)
+    #: Events dated after `clock`: listed once the clock passes them.
+    pending: list[dict[str, Any]] = field(default_factory=list)
+    uploads: list[Upload] = field(default_factory=list)
     rng: random.Random = field(default_factory=random.Random)
     customer_id: str = "627cdddff2e4e30487862ad1"
+    #: World behaviours of the reading (see `Reading`): errors without a session, late uploads.
+    sessionless_errors: bool = False
+    late_events: bool = False
+    #: peer id -> the track data of its add event, to close the tracks when the peer leaves.
+    tracks: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     # ---- ids -------------------------------------------------------------------------------
     def object_id(self, at: datetime) -> str:
@@ -239,30 +270,61 @@ class World:
 
     def _add_recording(self, session: dict[str, Any], started: datetime) -> None:
         created = started + timedelta(seconds=5)
-        ended = parse_iso(session["updated_at"])
         recording: dict[str, Any] = {
             "id": self.object_id(created),
             "room_id": session["room_id"],
             "session_id": session["id"],
-            "status": "running" if session["active"] else "completed",
+            "status": "running",
             "created_at": iso(created),
             "started_at": iso(created + timedelta(seconds=3)),
-            "updated_at": iso(created if session["active"] else ended),
+            "updated_at": iso(created),
             "meeting_url": "https://app.example.invalid/preview/meeting",
             "started_by": next(iter(session["peers"])),
             "stopped_by": "",
             "asset_types": ["room-composite", "chat"],
         }
-        if not session["active"]:
-            recording["stopped_at"] = iso(ended)
         self.recordings.append(recording)
+        if not session["active"]:
+            self._stop_recording(recording, parse_iso(session["updated_at"]))
+
+    def _stop_recording(self, recording: dict[str, Any], stopped: datetime) -> None:
+        """The recording stops with its session; it completes once uploaded, and only then is
+        its `beam.recording.success` event listed: seconds later, or hours under late events."""
+        recording.update(stopped_at=iso(stopped), updated_at=iso(stopped))
+        delay = (
+            timedelta(minutes=self.rng.randint(10, 20 * 60))
+            if self.late_events
+            else timedelta(seconds=5)
+        )
+        uploaded = stopped + delay
+        started = parse_iso(recording["started_at"])
+        event = {
+            "version": "2.0",
+            "id": self.uuid(),
+            "timestamp": iso(uploaded),
+            "type": "beam.recording.success",
+            "data": {
+                "beam_id": recording["id"],
+                "room_id": recording["room_id"],
+                "session_id": recording["session_id"],
+                "peer_id": recording["started_by"],
+                "created_at": iso(uploaded),
+                "duration": int((stopped - started).total_seconds()),
+                "started_at": recording["started_at"],
+                "stopped_at": iso(stopped),
+                "max_width": 1280,
+                "max_height": 720,
+                "recording_path": f"s3://bucket/prefix/{recording['id']}.mp4",
+                "size": self.rng.randint(10**6, 10**9),
+            },
+        }
+        self.uploads.append(Upload(uploaded, recording["id"], event))
+        self._release(self.clock)
 
     def _event(self, kind: str, at: datetime, data: dict[str, Any]) -> None:
-        if at > self.clock:  # not happened yet
-            return
-        self.events.append(
-            {"version": "2.0", "id": self.uuid(), "timestamp": iso(at), "type": kind, "data": data}
-        )
+        event: dict[str, Any] = {"version": "2.0", "id": self.uuid(), "timestamp": iso(at)}
+        event.update(type=kind, data=data)
+        (self.pending if at > self.clock else self.events).append(event)
 
     def _add_events(self, room: dict[str, Any], session: dict[str, Any]) -> None:
         rng = self.rng
@@ -280,7 +342,7 @@ class World:
             joined = parse_iso(peer["joined_at"])
             if rng.random() < 0.15:
                 self._event(
-                    rng.choice(ERROR_TYPES),
+                    rng.choice(SESSION_ERRORS if self.sessionless_errors else ERROR_TYPES_ALL),
                     joined + timedelta(seconds=1),
                     {
                         **base,
@@ -300,6 +362,7 @@ class World:
                     "source": "regular",
                     "started_at": iso(joined + timedelta(seconds=2)),
                 }
+                self.tracks.setdefault(peer["id"], []).append(track)
                 self._event(
                     "track.add.success", joined + timedelta(seconds=2), {**track, "mute": True}
                 )
@@ -316,18 +379,51 @@ class World:
                         {**track, "mute": False, "stopped_at": iso(left)},
                     )
 
-    def advance(self, activity: float = 0.04, hours: float = 1.0) -> dict[str, int]:
+    def add_sessionless_error(self, room: dict[str, Any], at: datetime) -> None:
+        """A peer that failed to connect or join: the event names the room, not a session."""
+        rng = self.rng
+        self._event(
+            rng.choice(ENTRY_ERRORS),
+            at,
+            {
+                "room_id": room["id"],
+                "room_name": room["name"],
+                "peer_id": self.uuid(),
+                "user_id": f"user-{rng.randint(1, 5000)}",
+                "user_name": rng.choice(["John", "Nick", "Asha", "Mei", "Olu", "Sara"]),
+                "role": rng.choice(ROLES),
+                "template_id": room["template_id"],
+                "error_code": rng.choice([1003, 4002, 6008]),
+                "error_name": "WebsocketConnectionLost",
+                "error_message": "could not connect to the room",
+                "is_terminal": True,
+            },
+        )
+
+    # ---- time passing ----------------------------------------------------------------------
+    def advance(
+        self,
+        activity: float = 0.04,
+        hours: float = 1.0,
+        *,
+        renamed: int = 0,
+        disabled: int = 0,
+    ) -> dict[str, int]:
         """Move the clock on and let the workspace live: about `activity` x rooms new sessions
-        (some still live), half of the live sessions end (peers leave, recordings complete,
-        track events close), and a few new rooms appear. Returns what changed, for reports."""
+        (some still live), half of the live sessions end (peers leave, recordings stop, track
+        events close), a few new rooms appear, and, under the reading's world behaviours, peers
+        fail to join rooms with or without sessions. `renamed` and `disabled` rooms change too
+        (rooms change after creation; the creation-time filter cannot see it). Returns what
+        changed, for reports."""
         rng = self.rng
         start = self.clock
         self.clock = start + timedelta(hours=hours)
         n = max(1, round(activity * len(self.rooms)))
-        changed = {"new_rooms": 0, "new_sessions": 0, "ended_sessions": 0}
+        changed = {"new_rooms": 0, "new_sessions": 0, "ended_sessions": 0, "sessionless_errors": 0}
         live = [s for s in self.sessions if s["active"]]
+        span = max(1, int(hours * 50))
         for session in rng.sample(live, k=len(live) // 2):
-            self._end_session(session, start + timedelta(minutes=rng.randint(1, 50)))
+            self._end_session(session, start + timedelta(minutes=rng.randint(1, span)))
             changed["ended_sessions"] += 1
         for _ in range(max(1, n // 4)):
             self.add_room(start + timedelta(minutes=rng.randint(0, 30)))
@@ -337,8 +433,33 @@ class World:
             when = max(start, parse_iso(room["created_at"])) + timedelta(minutes=rng.randint(1, 5))
             self.add_session(room, when, live=rng.random() < 0.3)
             changed["new_sessions"] += 1
+        if self.sessionless_errors:
+            for room in rng.sample(self.rooms, k=max(1, n // 4)):
+                when = max(start, parse_iso(room["created_at"])) + timedelta(
+                    minutes=rng.randint(1, 55)
+                )
+                self.add_sessionless_error(room, min(when, self.clock))
+                changed["sessionless_errors"] += 1
+        for room in rng.sample(self.rooms, k=min(renamed, len(self.rooms))):
+            room["name"] = f"{room['name']}-renamed"
+        for room in rng.sample([r for r in self.rooms if r["enabled"]], k=disabled):
+            room["enabled"] = False
+        changed.update(renamed=renamed, disabled=disabled)
+        self._release(self.clock)
         _sort(self)
         return changed
+
+    def _release(self, until: datetime) -> None:
+        """List what has happened by `until`: pending events and finished uploads."""
+        due = [e for e in self.pending if parse_iso(e["timestamp"]) <= until]
+        if due:
+            self.pending = [e for e in self.pending if parse_iso(e["timestamp"]) > until]
+            self.events.extend(due)
+        for upload in [u for u in self.uploads if u.at <= until]:
+            self.uploads.remove(upload)
+            recording = next(r for r in self.recordings if r["id"] == upload.recording_id)
+            recording.update(status="completed", updated_at=iso(upload.at))
+            self.events.append(upload.event)
 
     def _end_session(self, session: dict[str, Any], ended: datetime) -> None:
         session["active"] = False
@@ -346,45 +467,65 @@ class World:
         for peer in session["peers"].values():
             if "left_at" not in peer:
                 peer["left_at"] = iso(ended)
-                for event in [e for e in self.events if e["data"].get("peer_id") == peer["id"]]:
-                    if event["type"] == "track.add.success":
-                        data = {**event["data"], "mute": False, "stopped_at": iso(ended)}
-                        self._event("track.remove.success", ended, data)
+                for track in self.tracks.get(peer["id"], []):
+                    data = {**track, "mute": False, "stopped_at": iso(ended)}
+                    self._event("track.remove.success", ended, data)
         for recording in self.recordings:
-            if recording["session_id"] == session["id"] and recording["status"] == "running":
-                recording.update(status="completed", stopped_at=iso(ended), updated_at=iso(ended))
+            if recording["session_id"] == session["id"] and "stopped_at" not in recording:
+                self._stop_recording(recording, ended)
 
     def snapshot(self) -> World:
         """A deep copy, for tests that compare before and after the world moves."""
         return copy.deepcopy(self)
 
 
-def generate_world(scale: int = 50, seed: int = 7, clock: datetime = DEFAULT_CLOCK) -> World:
+def generate_world(
+    scale: int = 50,
+    seed: int = 7,
+    clock: datetime = DEFAULT_CLOCK,
+    *,
+    reading: Reading = LENIENT,
+    history_days: int = DEFAULT_HISTORY_DAYS,
+) -> World:
     """A workspace with `scale` rooms, their sessions, recordings and events.
 
     About one room in sixteen has a live session (the only rooms with active peers); rooms were
-    created over the 60 days before `clock`, so part of the event history is already past the
-    API's 30-day retention.
+    created over the `history_days` before `clock` (60 by default), so part of the event history
+    is already past the API's 30-day retention. A longer history gives each room proportionally
+    more past sessions; the activity around `clock` stays the same.
     """
-    world = World(seed=seed, clock=clock, rng=random.Random(seed))
+    world = World(
+        seed=seed,
+        clock=clock,
+        rng=random.Random(seed),
+        sessionless_errors=reading.sessionless_errors,
+        late_events=reading.late_events,
+    )
     rng = world.rng
-    start = clock - timedelta(days=90)
+    start = clock - timedelta(days=history_days + 30)
     for i in range(max(2, scale // 40)):
         world.add_template(start + timedelta(hours=i))
+    span = (history_days - 1) * 86400
     room_times = sorted(
-        clock - timedelta(days=60) + timedelta(seconds=rng.randint(0, 59 * 86400))
+        clock - timedelta(days=history_days) + timedelta(seconds=rng.randint(0, span))
         for _ in range(scale)
     )
+    most_sessions = max(3, round(3 * history_days / DEFAULT_HISTORY_DAYS))
     for created in room_times:
         room = world.add_room(created)
         when = created + timedelta(minutes=rng.randint(5, 600))
-        for _ in range(rng.randint(0, 3)):
+        for _ in range(rng.randint(0, most_sessions)):
             if when >= clock - timedelta(hours=2):
                 break
             session = world.add_session(room, when, live=False)
             when = parse_iso(session["updated_at"]) + timedelta(hours=rng.randint(1, 200))
         if rng.random() < 0.06:
             world.add_session(room, clock - timedelta(minutes=rng.randint(1, 50)), live=True)
+        if world.sessionless_errors and rng.random() < 0.1:
+            since_created = (clock - created).total_seconds()
+            world.add_sessionless_error(
+                room, created + timedelta(seconds=rng.randint(0, int(since_created)))
+            )
     _sort(world)
     return world
 
