@@ -1,14 +1,20 @@
 """The `analytics_api` dlt source: the 100ms server API v2, as eight tables.
 
-The specification's REST config, made valid for dlt and adapted where the API's real shapes
-(`shared/api/API_NOTES.md`) demand it; `resources.py` says, where each table is made, why.
+The specification's REST config, made valid for dlt and adapted where the API's real shapes and
+readings (`shared/api/API_NOTES.md`) demand it. Where things live:
+
+- `client.py`: HTTP (auth, retries, the 429 gate, guards); `pagination.py`: the paginators;
+- `run.py`: what one run shares (listings read by several tables, the bound on requests);
+- `cursors.py`: the cursors over the session listing;
+- `tables/<table>.py`: each table's refresh rule; `shapes.py`: maps keyed by ids made rows.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from datetime import timedelta
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import dlt
 from dlt.extract import DltResource
@@ -16,14 +22,18 @@ from dlt.extract import DltResource
 from analytics_assets.source.client import (
     AnalyticsApiClient,
     AnalyticsApiError,
-    EndlessPagesError,
+    ApiUnreachableError,
     MalformedResponseError,
-    RepeatingCursorError,
+    RateLimitedError,
 )
-from analytics_assets.source.resources import analytics_resources
+from analytics_assets.source.pagination import EndlessPagesError, RepeatingCursorError
+from analytics_assets.source.run import EventCounts, Run, RunSettings
 from analytics_assets.source.settings import (
     DEFAULT_BASE_URL,
+    EVENT_RETENTION_DAYS,
+    LATE_EVENT_LOOKBACK_HOURS,
     MAX_PAGES,
+    RATE_LIMIT_MAX_WAIT,
     REFRESH_MARGIN_SECONDS,
     REQUEST_BACKOFF_FACTOR,
     REQUEST_MAX_ATTEMPTS,
@@ -33,6 +43,7 @@ from analytics_assets.source.settings import (
     SOURCE_NAME,
     WORKERS,
 )
+from analytics_assets.source.tables import TABLES
 from analytics_assets.source.tokens import (
     TOKEN_LIFETIME_SECONDS,
     ManagementTokenAuth,
@@ -44,9 +55,12 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "RESOURCE_NAMES",
     "AnalyticsApiError",
+    "ApiUnreachableError",
     "EndlessPagesError",
+    "EventCounts",
     "MalformedResponseError",
     "MissingApiTokenError",
+    "RateLimitedError",
     "RepeatingCursorError",
     "analytics_api",
 ]
@@ -62,22 +76,34 @@ def analytics_api(
     request_max_attempts: int = REQUEST_MAX_ATTEMPTS,
     request_backoff_factor: float = REQUEST_BACKOFF_FACTOR,
     request_max_retry_delay: float = REQUEST_MAX_RETRY_DELAY,
+    rate_limit_max_wait: float = RATE_LIMIT_MAX_WAIT,
     request_timeout: float = REQUEST_TIMEOUT,
     workers: int = WORKERS,
     max_pages: int = MAX_PAGES,
     refresh_margin_seconds: float = REFRESH_MARGIN_SECONDS,
+    late_event_lookback_hours: float = LATE_EVENT_LOOKBACK_HOURS,
+    event_retention_days: int = EVENT_RETENTION_DAYS,
+    start_date: str | None = None,
     full_refresh: bool = False,
+    sweep: bool = False,
     tables: Sequence[str] = RESOURCE_NAMES,
+    event_counts: EventCounts | None = None,
+    inherited_state: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[DltResource]:
     """The eight resources of the analytics API.
 
-    Every argument is read from `[sources.analytics_api]` in `.dlt/` or the environment
+    Every setting is read from `[sources.analytics_api]` in `.dlt/` or the environment
     (`SOURCES__ANALYTICS_API__<NAME>`); `api_token` also from `API_TOKEN`. With `app_access_key`
     and `app_secret`, a management token is minted per run instead (and wins over `api_token`).
     Missing credentials do not fail here, only at the first request, so the asset graph loads
     without any.
-    `tables` names the tables a run loads (incremental cursors only consult those);
-    `full_refresh` ignores the cursors and reads everything the API serves.
+
+    `tables` names the tables a run loads (shared listings consult only their cursors);
+    `full_refresh` ignores the cursors and reads everything the API serves (created since
+    `start_date`, when set); `sweep` is the daily run: rooms and recordings in full, events
+    reconciled with the API's per-room totals, which needs `event_counts` (the warehouse's
+    events per room since a time). `inherited_state` gives tables without state of their own
+    a state to start from.
     """
     if api_token and (app_access_key or app_secret):
         logger.warning(
@@ -96,13 +122,36 @@ def analytics_api(
         max_attempts=request_max_attempts,
         backoff_factor=request_backoff_factor,
         max_retry_delay=request_max_retry_delay,
+        rate_limit_max_wait=rate_limit_max_wait,
         timeout=request_timeout,
         max_pages=max_pages,
         workers=workers,
     )
-    return analytics_resources(
+    run = Run(
         client,
-        tables=tables,
-        full_refresh=full_refresh,
-        margin=timedelta(seconds=refresh_margin_seconds),
+        RunSettings(
+            tables=frozenset(tables),
+            full_refresh=full_refresh,
+            sweep=sweep,
+            margin=timedelta(seconds=refresh_margin_seconds),
+            lookback=timedelta(hours=late_event_lookback_hours),
+            retention=timedelta(days=event_retention_days),
+            start_date=parse_start_date(start_date),
+            event_counts=event_counts,
+            inherited_state=inherited_state,
+        ),
     )
+    return [make(run) for make in TABLES.values()]
+
+
+def parse_start_date(value: str | None) -> datetime | None:
+    """`2024-05-01` or `2024-05-01T12:00:00Z`; a date without a zone is UTC."""
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"start_date={value!r} is not a date: use YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

@@ -1,45 +1,65 @@
-"""HTTP to the analytics API: dlt's REST client with the specification's retries, plus the
-guards dlt lacks (a repeating cursor, endless pages, a 200 that is not JSON, a 429 seen by one
-worker but not the others) and URL-encoded ids.
+"""HTTP to the analytics API: dlt's REST client over a session whose adapter holds the retry
+policy, the shared 429 gate, and the checks dlt lacks (a 200 that is not JSON).
+
+Retry policy (the specification's, plus what the reference says of 429):
+
+- 500/502/503/504, dropped connections and timeouts: 3 retries (4 attempts), waits growing by
+  the backoff factor (2 s, 4 s, 8 s by default), each logged with the endpoint and attempt.
+- 429: wait as long as the API asks, in `Retry-After` or, as the reference documents, in the
+  message ("rate limit exceeded, retry after 45 seconds"); every worker of the run waits with
+  the one that was told; the API may answer 429 until then, so a request keeps waiting (and
+  says so) for up to `rate_limit_max_wait` seconds in all before the run fails.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from datetime import datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
-from dlt.sources.helpers.requests import Client
+import requests
 from dlt.sources.helpers.rest_client import RESTClient
-from dlt.sources.helpers.rest_client.paginators import JSONResponseCursorPaginator
-from requests import PreparedRequest, Request, Response
+from dlt.sources.helpers.rest_client.client import PageData
+from requests import PreparedRequest, Response
 from requests.adapters import HTTPAdapter
 
+from analytics_assets.source.pagination import ListPaginator, NextPaginator
 from analytics_assets.source.settings import PAGE_SIZE, RETRY_STATUSES
 from analytics_assets.source.tokens import ManagementTokenAuth
+
+logger = logging.getLogger(__name__)
+
+#: The documented 429 message: "rate limit exceeded, retry after 45 seconds".
+_RETRY_AFTER_MESSAGE = re.compile(r"retry after (\d+(?:\.\d+)?) ?s(?:ec(?:ond)?s?)?\b", re.I)
 
 
 class AnalyticsApiError(RuntimeError):
     """The API answered something we cannot use; the message names the endpoint."""
 
 
-class RepeatingCursorError(AnalyticsApiError):
-    """The API handed back a cursor it had already given: following it would never end."""
-
-
-class EndlessPagesError(AnalyticsApiError):
-    """More pages than any real listing has: stop rather than page forever."""
-
-
 class MalformedResponseError(AnalyticsApiError):
     """A success status with a body that is not the JSON object the endpoint returns."""
 
 
-def endpoint_of(response: Response) -> str:
-    return f"{response.request.method} {str(response.url).split('?', 1)[0]}"
+class ApiUnreachableError(AnalyticsApiError):
+    """The API's host could not be reached (connection refused, DNS, timeouts) after retries."""
+
+
+class RateLimitedError(AnalyticsApiError):
+    """The API kept answering 429 for longer than `rate_limit_max_wait`."""
+
+
+def endpoint_of(request: PreparedRequest | Any) -> str:
+    """`GET https://host/v2/path`: the method and URL without the query (no ids of filters,
+    no tokens)."""
+    return f"{request.method} {str(request.url).split('?', 1)[0]}"
 
 
 def quote_id(value: str) -> str:
@@ -49,8 +69,8 @@ def quote_id(value: str) -> str:
 
 
 class RateGate:
-    """Shared by every worker: when the API answers 429, all of them wait out `Retry-After`,
-    not only the one that was told (which would let the others keep hammering)."""
+    """Shared by every worker: when the API answers 429, all of them wait, not only the one
+    that was told (which would let the others keep hammering)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -67,27 +87,167 @@ class RateGate:
             self._resume_at = max(self._resume_at, time.monotonic() + seconds)
 
 
-class GatedAdapter(HTTPAdapter):
-    """Every attempt, retries included, passes the gate; a 429 closes it for everyone. Each
-    answer is checked to be JSON here, below dlt's client, so that no path can skip it."""
+class ApiClock:
+    """The API's own "now", from the `Date` header of its answers (the newest seen).
 
-    def __init__(self, gate: RateGate, *, default_wait: float, max_wait: float, **kwargs: Any):
+    Late-event lookbacks and the reconciliation's 30-day window are measured on it, not on this
+    machine's clock, which may be wrong or (against a simulator) years apart.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._now: datetime | None = None
+
+    def observe(self, header: str | None) -> None:
+        if not header:
+            return
+        try:
+            seen = parsedate_to_datetime(header)
+        except (TypeError, ValueError):
+            return
+        if seen.tzinfo is None:
+            return
+        with self._lock:
+            if self._now is None or seen > self._now:
+                self._now = seen
+
+    def now(self) -> datetime | None:
+        with self._lock:
+            return self._now
+
+
+class ApiAdapter(HTTPAdapter):
+    """Every request of a run passes here, retries included: the 429 gate, the retry policy,
+    the JSON check. Below dlt's client, so no path can skip them."""
+
+    def __init__(
+        self,
+        *,
+        max_attempts: int,
+        backoff_factor: float,
+        max_retry_delay: float,
+        rate_limit_max_wait: float,
+        timeout: float,
+        gate: RateGate,
+        clock: ApiClock,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
+        self.max_attempts = max_attempts
+        self.backoff_factor = backoff_factor
+        self.max_retry_delay = max_retry_delay
+        self.rate_limit_max_wait = rate_limit_max_wait
+        self.timeout = timeout
         self.gate = gate
-        self.default_wait = default_wait
-        self.max_wait = max_wait
+        self.clock = clock
 
     def send(self, request: PreparedRequest, *args: Any, **kwargs: Any) -> Response:
-        self.gate.wait()
-        response = super().send(request, *args, **kwargs)
-        if response.status_code == 429:
-            self.gate.hold(min(self.max_wait, _retry_after(response, self.default_wait)))
-        return _require_json(response)
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = self.timeout
+        endpoint = endpoint_of(request)
+        failures = 0  # 5xx answers, dropped connections and timeouts so far
+        rate_limited = 0.0  # seconds waited on 429s so far
+        while True:
+            self.gate.wait()
+            try:
+                response = super().send(request, *args, **kwargs)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                failures += 1
+                if failures >= self.max_attempts:
+                    raise ApiUnreachableError(
+                        f"cannot reach {urlsplit(str(request.url)).netloc} for {endpoint}: "
+                        f"{_reason(exc)} ({failures} attempts)"
+                    ) from exc
+                self._back_off(endpoint, _reason(exc), failures)
+                continue
+            self.clock.observe(response.headers.get("Date"))
+            if response.status_code == 429:
+                wait, said = _advertised_wait(response, default=self._backoff(1))
+                wait = min(wait, self.max_retry_delay)
+                if rate_limited + wait > self.rate_limit_max_wait:
+                    raise RateLimitedError(
+                        f"{endpoint} still answered 429 (rate limit) after {rate_limited:.0f} s "
+                        f"of waiting; giving up past rate_limit_max_wait="
+                        f"{self.rate_limit_max_wait:.0f} s (the API last asked for {said})"
+                    )
+                logger.warning(
+                    "%s answered 429 (rate limit): every request of this run waits %.1f s, as "
+                    "the API asks (%s); %.0f of at most %.0f s waited so far",
+                    endpoint,
+                    wait,
+                    said,
+                    rate_limited,
+                    self.rate_limit_max_wait,
+                )
+                rate_limited += wait
+                self.gate.hold(wait)
+                response.close()
+                continue
+            if response.status_code in RETRY_STATUSES:
+                failures += 1
+                if failures >= self.max_attempts:
+                    return response  # dlt's client raises "503 Server Error ... for url: ..."
+                response.close()
+                self._back_off(endpoint, f"answered {response.status_code}", failures)
+                continue
+            return _require_json(response)
+
+    def _backoff(self, failures: int) -> float:
+        return float(min(self.max_retry_delay, self.backoff_factor * 2 ** (failures - 1)))
+
+    def _back_off(self, endpoint: str, what: str, failures: int) -> None:
+        delay = self._backoff(failures)
+        logger.warning(
+            "%s %s; retrying in %.1f s (attempt %d of %d)",
+            endpoint,
+            what,
+            delay,
+            failures + 1,
+            self.max_attempts,
+        )
+        time.sleep(delay)
 
 
-def _retry_after(response: Response, default: float) -> float:
-    value = response.headers.get("Retry-After", "")
-    return float(value) if value.strip().isdigit() else default
+def _reason(exc: BaseException) -> str:
+    """The innermost cause of a connection error, e.g. `ConnectionRefusedError: [Errno 111]
+    Connection refused`, without the URL (it is named separately) or urllib3's wrapping."""
+    current: BaseException | None = exc
+    while current is not None:
+        reason = getattr(current, "reason", None)
+        nxt = reason if isinstance(reason, BaseException) else current.__cause__
+        if nxt is None:
+            break
+        current = nxt
+    if current is None or current is exc:
+        return f"{type(exc).__name__}: {exc}"
+    text = str(current)
+    # urllib3 prefixes "<connection object at 0x...>: "; keep what follows.
+    text = re.sub(r"^<[^>]+>: ", "", text)
+    return f"{type(current).__name__}: {text}"
+
+
+def _advertised_wait(response: Response, *, default: float) -> tuple[float, str]:
+    """The wait a 429 asks for: `Retry-After` (seconds or a date), else the seconds named in
+    the message (the reference documents only that), else the backoff."""
+    header = response.headers.get("Retry-After", "").strip()
+    if header:
+        try:
+            return max(0.0, float(header)), f"Retry-After: {header}"
+        except ValueError:
+            try:
+                until = parsedate_to_datetime(header)
+                date = parsedate_to_datetime(response.headers.get("Date", header))
+                return max(0.0, (until - date).total_seconds()), f"Retry-After: {header}"
+            except (TypeError, ValueError):
+                pass
+    try:
+        message = str(response.json().get("message", ""))
+    except ValueError:
+        message = response.text[:500]
+    found = _RETRY_AFTER_MESSAGE.search(message)
+    if found:
+        return float(found.group(1)), f'"{message}"'
+    return default, "no wait named; backing off"
 
 
 def _require_json(response: Response) -> Response:
@@ -101,51 +261,16 @@ def _require_json(response: Response) -> Response:
     except ValueError:
         snippet = response.text[:120].replace("\n", " ")
         raise MalformedResponseError(
-            f"{endpoint_of(response)} answered {response.status_code} with a body that is not "
-            f"JSON (Content-Type {response.headers.get('Content-Type')!r}): {snippet!r}"
+            f"{endpoint_of(response.request)} answered {response.status_code} with a body that "
+            f"is not JSON (Content-Type {response.headers.get('Content-Type')!r}): {snippet!r}"
         ) from None
     if not isinstance(parsed, dict):
         raise MalformedResponseError(
-            f"{endpoint_of(response)} answered {type(parsed).__name__} where a JSON object was due"
+            f"{endpoint_of(response.request)} answered {type(parsed).__name__} where a JSON "
+            "object was due"
         )
     response.json = lambda **_: parsed  # type: ignore[method-assign]
     return response
-
-
-class GuardedCursorPaginator(JSONResponseCursorPaginator):
-    """`start`-cursor pagination that refuses to loop.
-
-    dlt has no guard: an API bug or a stale token that repeats a cursor, or hands out fresh
-    cursors forever, pages without end. `stop_after_empty_page` covers the reference's lists,
-    whose final page still carries `last` and is followed by an empty page.
-    """
-
-    def __init__(self, cursor_path: str, *, max_pages: int) -> None:
-        super().__init__(cursor_path=cursor_path, cursor_param="start", stop_after_empty_page=True)
-        self.max_pages = max_pages
-        self._seen: set[str] = set()
-
-    def init_request(self, request: Request) -> None:
-        self._seen = set()
-        super().init_request(request)
-
-    def update_state(self, response: Response, data: list[Any] | None = None) -> None:
-        super().update_state(response, data)
-        cursor = self._next_reference
-        if not self.has_next_page or cursor is None:
-            return
-        if cursor in self._seen:
-            raise RepeatingCursorError(
-                f"{endpoint_of(response)} returned the cursor {cursor!r} twice; "
-                "stopping instead of looping"
-            )
-        self._seen.add(cursor)
-        if len(self._seen) >= self.max_pages:
-            raise EndlessPagesError(
-                f"{endpoint_of(response)} still had more after {self.max_pages} pages "
-                f"({self.max_pages * PAGE_SIZE} rows); stopping instead of paging forever "
-                "(raise max_pages if a listing really is this long)"
-            )
 
 
 class AnalyticsApiClient:
@@ -159,46 +284,53 @@ class AnalyticsApiClient:
         max_attempts: int,
         backoff_factor: float,
         max_retry_delay: float,
+        rate_limit_max_wait: float,
         timeout: float,
         max_pages: int,
         workers: int,
     ) -> None:
-        # raise_for_status stays off: dlt's REST client raises itself, after our 404 handling.
-        session = Client(
-            request_timeout=timeout,
-            raise_for_status=False,
-            status_codes=RETRY_STATUSES,
-            request_max_attempts=max_attempts,
-            request_backoff_factor=backoff_factor,
-            request_max_retry_delay=max_retry_delay,
-            respect_retry_after_header=True,
-        ).session
-        adapter = GatedAdapter(
-            RateGate(),
-            default_wait=backoff_factor,
-            max_wait=max_retry_delay,
+        self.clock = ApiClock()
+        adapter = ApiAdapter(
+            max_attempts=max_attempts,
+            backoff_factor=backoff_factor,
+            max_retry_delay=max_retry_delay,
+            rate_limit_max_wait=rate_limit_max_wait,
+            timeout=timeout,
+            gate=RateGate(),
+            clock=self.clock,
             pool_maxsize=max(10, workers * 2),
         )
+        session = requests.Session()
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         self.rest = RESTClient(base_url=base_url, auth=auth, session=session)
         self.max_pages = max_pages
         self.workers = workers
 
-    def pages(
-        self, path: str, params: dict[str, Any], *, cursor: str, selector: str
-    ) -> Iterator[list[Any]]:
-        """Every page of a cursor-paginated listing, `limit` at its maximum."""
-        return self.rest.paginate(
+    def list_pages(self, path: str, params: dict[str, Any]) -> Iterator[list[dict[str, Any]]]:
+        """Every object of a `limit`/`start`/`last` listing once, a page at a time, correct
+        under both readings of `start` (see `ListPaginator`)."""
+        paginator = ListPaginator(max_pages=self.max_pages)
+        for _page in self.rest.paginate(
             path,
             params={"limit": PAGE_SIZE, **params},
-            paginator=GuardedCursorPaginator(cursor, max_pages=self.max_pages),
-            data_selector=selector,
-        )
+            paginator=paginator,
+            data_selector="data",
+        ):
+            if paginator.fresh:
+                yield paginator.fresh
 
-    def rows(self, path: str, params: dict[str, Any], *, cursor: str, selector: str) -> list[Any]:
-        pages = self.pages(path, params, cursor=cursor, selector=selector)
-        return [row for page in pages for row in page]
+    def event_pages(
+        self, params: dict[str, Any], *, limit: int = PAGE_SIZE
+    ) -> Generator[PageData[Any], None, None]:
+        """Pages of `/v2/analytics/events`, followed by `next`; each keeps its response, whose
+        body also holds `total`."""
+        yield from self.rest.paginate(
+            "/v2/analytics/events",
+            params={"limit": limit, **params},
+            paginator=NextPaginator(max_pages=self.max_pages),
+            data_selector="events",
+        )
 
     def get_object(self, path: str, *, missing_ok: bool = False) -> dict[str, Any] | None:
         """One bare JSON object; None for a 404 when `missing_ok`."""
@@ -207,3 +339,6 @@ class AnalyticsApiClient:
             return None
         response.raise_for_status()  # "401 Client Error: Unauthorized for url: <endpoint>"
         return response.json()
+
+    def close(self) -> None:
+        self.rest.session.close()

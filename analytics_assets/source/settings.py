@@ -11,9 +11,12 @@ PAGE_SIZE = 100
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 REQUEST_MAX_ATTEMPTS = 4
 REQUEST_BACKOFF_FACTOR = 2.0
-#: Cap on one wait, `Retry-After` included (the reference's 429 asks for 45 s).
+#: Cap on one wait (the reference's 429 asks for 45 s).
 REQUEST_MAX_RETRY_DELAY = 60.0
 REQUEST_TIMEOUT = 60.0
+#: How long one request may wait out 429s in all: the API may answer 429 until the wait it
+#: named has passed, and several windows can follow one another.
+RATE_LIMIT_MAX_WAIT = 300.0
 
 #: Child requests (peers, settings, destinations, events) in flight at once.
 WORKERS = 8
@@ -22,13 +25,39 @@ MAX_PAGES = 10_000
 
 #: Incremental refreshes re-read this much before their cursors, for records the API lists late.
 REFRESH_MARGIN_SECONDS = 300.0
+#: Sessions that ended this recently are read again by every refresh: events keep arriving
+#: after a session ends (`beam.recording.success` once the recording is uploaded).
+LATE_EVENT_LOOKBACK_HOURS = 24.0
+#: The API keeps events this long; the reconciliation compares counts over this window.
+EVENT_RETENTION_DAYS = 30
+
+#: Every event type the reference documents; sent explicitly, as its track and recording
+#: pages mark `type` required.
+EVENT_TYPES = (
+    "track.add.success",
+    "track.update.success",
+    "track.remove.success",
+    "beam.recording.success",
+    "client.publish.failed",
+    "client.subscribe.failed",
+    "client.join.failed",
+    "client.disconnected",
+    "client.connect.failed",
+)
+#: Error events, which may carry no `session_id` (a peer that never reached a session).
+ERROR_EVENT_TYPES = tuple(t for t in EVENT_TYPES if t.startswith("client."))
+#: Recording statuses after which a recording no longer changes.
+FINAL_RECORDING_STATUSES = ("completed", "failed")
 
 #: Environment variable names a user sets for the token, named in errors.
 TOKEN_ENV_VARS = ("API_TOKEN", "SOURCES__ANALYTICS_API__API_TOKEN")
 
 #: One line per table, shown as the asset's description in Dagster.
 RESOURCE_DESCRIPTIONS: dict[str, str] = {
-    "rooms": "Rooms (GET /v2/rooms), merged on id; refreshes read rooms created since.",
+    "rooms": (
+        "Rooms (GET /v2/rooms, and ?enabled=false for the disabled ones), merged on id; "
+        "refreshes read rooms created since; the daily sweep reads all (renames, disables)."
+    ),
     "sessions": (
         "Sessions (GET /v2/sessions), merged on id; refreshes read sessions created since, and "
         "re-read those live last time. Peers (keyed by id in the API) are rows of sessions__peers."
@@ -49,13 +78,20 @@ RESOURCE_DESCRIPTIONS: dict[str, str] = {
         "hlsDestinations or transcriptions, key the destination's map key."
     ),
     "analytics_events": (
-        "Analytics events (GET /v2/analytics/events?room_id=&session_id=), merged on id and "
-        "kept beyond the API's 30 days; refreshes fetch only sessions with activity."
+        "Analytics events (GET /v2/analytics/events?room_id=&type=...), merged on id and kept "
+        "beyond the API's 30 days; refreshes read the rooms with activity or with a session "
+        "that ended within the lookback; the daily sweep reconciles every room's count with "
+        "the API's total (table analytics_events_totals, check events_complete)."
     ),
-    "recordings": "Recordings (GET /v2/recordings), read in full and merged on id.",
+    "recordings": (
+        "Recordings (GET /v2/recordings), merged on id; refreshes read the recordings of "
+        "sessions with activity and those not yet completed; the daily sweep reads all."
+    ),
 }
 
 RESOURCE_NAMES = tuple(RESOURCE_DESCRIPTIONS)
+#: What the API holds per room, as its `total` said; written with analytics_events.
+EVENT_TOTALS_TABLE = "analytics_events_totals"
 
 #: Table -> the tables it is derived from, shown as asset dependencies. Peers and events
 #: belong to rooms; events are fetched for the sessions with activity.

@@ -1,0 +1,89 @@
+"""Cursors over the session listing, kept in dlt state (stored in the destination, so another
+machine resumes from them).
+
+The API filters sessions by start time only (`after`), yet a session changes after it starts:
+it ends (`active` turns false, `updated_at` moves, peers get `left_at`). Each table fed by the
+session listing therefore keeps, in its own state:
+
+- `created`: the newest `created_at` it has seen;
+- `live`: id -> `created_at` of the sessions that were live when it last ran.
+
+The listing resumes from the oldest of these, less a safety margin: that re-reads every session
+that was live last time (it cannot have started later than itself) and every session since.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+
+def parse_time(value: str) -> datetime:
+    """The API's timestamps vary in fraction digits (`.65Z`, `.783118980Z`): compare as times.
+    Python keeps microseconds, so digits beyond them are dropped."""
+    text = value.replace("Z", "+00:00")
+    if "." in text:
+        head, rest = text.split(".", 1)
+        zone = rest.lstrip("0123456789")
+        digits = rest[: len(rest) - len(zone)]
+        text = f"{head}.{(digits + '000000')[:6]}{zone}"
+    return datetime.fromisoformat(text)
+
+
+def format_time(value: datetime) -> str:
+    """The filters' format: `YYYY-MM-DDTHH:mm:ss.sssZ`."""
+    value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def later(a: str | None, b: str) -> str:
+    return b if a is None or parse_time(b) > parse_time(a) else a
+
+
+@dataclass
+class SessionCursor:
+    """What one table has seen of the session listing, as its dlt state holds it."""
+
+    created: str
+    live: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> SessionCursor | None:
+        if not state.get("created"):
+            return None
+        return cls(created=state["created"], live=dict(state.get("live") or {}))
+
+    def resume_after(self, margin: timedelta) -> datetime:
+        oldest = min(parse_time(t) for t in [self.created, *self.live.values()])
+        return oldest - margin
+
+    def has_activity(self, session: dict[str, Any], margin: timedelta) -> bool:
+        """New since this cursor, live now, or live last time: the sessions that changed."""
+        return (
+            bool(session.get("active"))
+            or session["id"] in self.live
+            or parse_time(session["created_at"]) >= parse_time(self.created) - margin
+        )
+
+
+class CursorTracker:
+    """Moves a table's state forward as the listing goes by; `previous` is the state at start."""
+
+    def __init__(self, state: dict[str, Any]) -> None:
+        self.previous = SessionCursor.from_state(state)
+        self.state = state
+        self._live: dict[str, str] = {}
+        self._created: str | None = state.get("created")
+
+    def observe(self, session: dict[str, Any]) -> None:
+        self._created = later(self._created, session["created_at"])
+        if session.get("active"):
+            self._live[session["id"]] = session["created_at"]
+
+    def commit(self) -> None:
+        """Write the new cursor into the state; call once the listing has been read through
+        (the state is stored with the data it describes, so a failed run moves nothing)."""
+        if self._created is not None:
+            self.state["created"] = self._created
+        self.state["live"] = self._live

@@ -1,0 +1,30 @@
+"""sessions (+ sessions__peers): `GET /v2/sessions`, merged on `id`.
+
+A session changes after it starts (it ends, its peers leave), and the API filters sessions by
+start time only. The table keeps a cursor over the session listing (`cursors.py`): a refresh
+reads the sessions started since the last run and those that were live then. Peers, an object
+keyed by peer id in the API, become rows of `sessions__peers`.
+"""
+
+from collections.abc import Iterator
+from typing import Any
+
+import dlt
+from dlt.extract import DltResource
+
+from analytics_assets.source.cursors import CursorTracker
+from analytics_assets.source.run import Run
+from analytics_assets.source.shapes import session_row
+
+
+def sessions(run: Run) -> DltResource:
+    @dlt.resource(name="sessions", primary_key="id", write_disposition="merge", parallelized=True)
+    def read() -> Iterator[Any]:
+        track = CursorTracker(run.state("sessions"))
+        for page in run.sessions():
+            for session in page:
+                track.observe(session)
+            yield [session_row(session) for session in page]
+        track.commit()
+
+    return read
