@@ -1,29 +1,45 @@
 """The eight raw tables as Dagster software-defined assets, one per dlt resource.
 
 Keys are `analytics/<table>`, the same as the warehouse's `analytics.<table>`; the group is
-`analytics_api`. The fan-out (rooms -> peers and events, templates -> settings and
-destinations) is set here because dagster-dlt's default makes children siblings of their parent.
+`analytics_api`. The specs are written here from the table list rather than made by
+`@dlt_assets` from a dlt source and pipeline at import time: that built a pipeline (and its
+directory) whenever Dagster loaded the code, and put objects in every asset's metadata that the
+UI can only show as "(unserializable)". dagster-dlt still runs each load and reports each
+table's materialization. The fan-out (rooms -> peers and events, templates -> settings and
+destinations) is declared as dependencies.
 """
 
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import dagster as dg
-from dagster_dlt import DagsterDltResource, DagsterDltTranslator, dlt_assets
+from dagster_dlt import DagsterDltResource, DagsterDltTranslator
 from dagster_dlt.translator import DltResourceTranslatorData
 from dlt.extract import DltSource
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from analytics_assets.defs.warehouse import (
-    analytics_pipeline,
     choose_file_formats,
+    destination_type,
+    event_counts,
     existing_tables,
+    inherited_cursors,
+    prune_stale_workdirs,
+    run_pipeline,
+    warehouse_lock,
 )
-from analytics_assets.source import analytics_api
-from analytics_assets.source.settings import DATASET_NAME, RESOURCE_DESCRIPTIONS, UPSTREAM
+from analytics_assets.source.settings import (
+    DATASET_NAME,
+    EVENT_TOTALS_TABLE,
+    RESOURCE_DESCRIPTIONS,
+    RESOURCE_NAMES,
+    UPSTREAM,
+)
 
 GROUP_NAME = "analytics_api"
-#: DuckDB takes one writer at a time: every run that writes the warehouse shares this pool.
+#: Steps that use the warehouse share this pool; `dagster_home/dagster.yaml` limits it to one
+#: step at a time, as DuckDB takes one writer.
 WAREHOUSE_POOL = "analytics_warehouse"
 
 
@@ -32,16 +48,29 @@ def asset_key(table: str) -> dg.AssetKey:
     return dg.AssetKey([DATASET_NAME, table])
 
 
+def warehouse_kinds(*extra: str) -> set[str]:
+    """The kinds shown on an asset: what made it, and the destination in use."""
+    return {*extra, destination_type()}
+
+
+RAW_SPECS = [
+    dg.AssetSpec(
+        key=asset_key(table),
+        deps=[asset_key(upstream) for upstream in UPSTREAM.get(table, [])],
+        description=RESOURCE_DESCRIPTIONS[table],
+        group_name=GROUP_NAME,
+        kinds=warehouse_kinds("dlt"),
+        metadata={"dagster/table_name": f"{DATASET_NAME}.{table}"},
+    )
+    for table in RESOURCE_NAMES
+]
+
+
 class AnalyticsTranslator(DagsterDltTranslator):
+    """Maps each dlt resource to its asset key when dagster-dlt reports the load."""
+
     def get_asset_spec(self, data: DltResourceTranslatorData) -> dg.AssetSpec:
-        spec = super().get_asset_spec(data)
-        name = data.resource.name
-        return spec.replace_attributes(
-            key=asset_key(name),
-            deps=[asset_key(upstream) for upstream in UPSTREAM.get(name, [])],
-            description=RESOURCE_DESCRIPTIONS[name],
-            group_name=GROUP_NAME,
-        )
+        return super().get_asset_spec(data).replace_attributes(key=asset_key(data.resource.name))
 
 
 class AnalyticsLoadError(Exception):
@@ -57,35 +86,64 @@ _HINTS = {
 }
 
 
-def _root_cause(exc: BaseException) -> BaseException:
-    while exc.__cause__ is not None or exc.__context__ is not None:
-        nxt = exc.__cause__ or exc.__context__
-        assert nxt is not None
-        exc = nxt
-    return exc
+def _cause(exc: BaseException) -> BaseException:
+    """The exception that says why: the first of the project's own (they name the endpoint or
+    host) or an HTTP error, else the innermost."""
+    current: BaseException | None = exc
+    innermost = exc
+    while current is not None:
+        module = type(current).__module__
+        if module.startswith("analytics_assets") or type(current).__name__ == "HTTPError":
+            return current
+        innermost = current
+        current = current.__cause__ or current.__context__
+    return innermost
+
+
+class _ToDagsterLog(logging.Handler):
+    """Puts the source's warnings (retry waits, rate limits) in the run's log."""
+
+    def __init__(self, context: dg.AssetExecutionContext) -> None:
+        super().__init__(level=logging.WARNING)
+        self.context = context
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.context.log.warning(record.getMessage())
 
 
 def run_load(
     context: dg.AssetExecutionContext,
     dlt: DagsterDltResource,
     source: DltSource,
+    pipeline: Any,
 ) -> Iterator[dg.MaterializeResult[Any]]:
     """Run dlt for the selected assets, then report rows loaded and the table's row count.
 
     The count is our own query: dagster-dlt's `fetch_row_count()` fails the step when an
     incremental run loads nothing.
     """
-    pipeline = analytics_pipeline()
+    handler = _ToDagsterLog(context)
+    source_log = logging.getLogger("analytics_assets")
+    source_log.addHandler(handler)
     try:
         choose_file_formats(pipeline, source)
-        results = list(dlt.run(context=context, dlt_source=source, dlt_pipeline=pipeline))
+        results = list(
+            dlt.run(
+                context=context,
+                dlt_source=source,
+                dlt_pipeline=pipeline,
+                dagster_dlt_translator=AnalyticsTranslator(),
+            )
+        )
     except PipelineStepFailed as exc:
-        cause = _root_cause(exc)
+        cause = _cause(exc)
         status = getattr(getattr(cause, "response", None), "status_code", 0)
         hint = _HINTS.get(status, "")
         raise AnalyticsLoadError(
             f"dlt step '{exc.step}' failed: {type(cause).__name__}: {cause}{hint}"
         ) from exc
+    finally:
+        source_log.removeHandler(handler)
     counts = table_row_counts(pipeline, [r.asset_key.path[-1] for r in results if r.asset_key])
     added = new_columns(pipeline)
     for result in results:
@@ -108,7 +166,7 @@ def new_columns(pipeline: Any) -> dict[str, list[str]]:
     load_info = trace.last_load_info if trace else None
     for package in load_info.load_packages if load_info else []:
         for table, update in (package.schema_update or {}).items():
-            if table.startswith("_dlt"):
+            if table.startswith("_dlt") or table == EVENT_TOTALS_TABLE:
                 continue
             root = table.split("__", 1)[0]
             prefix = f"{table}." if table != root else ""
@@ -121,15 +179,16 @@ def new_columns(pipeline: Any) -> dict[str, list[str]]:
 
 def table_row_counts(pipeline: Any, tables: list[str]) -> dict[str, int]:
     """Row counts read from the destination, for the tables that exist there."""
-    counts: dict[str, int] = {}
     with pipeline.sql_client() as client:
         existing = existing_tables(client)
-        for table in tables:
-            if table in existing:
-                name = client.make_qualified_table_name(table)
-                with client.execute_query(f"SELECT count(*) FROM {name}") as cursor:
-                    counts[table] = int(cursor.fetchall()[0][0])
-    return counts
+        present = [t for t in tables if t in existing]
+        if not present:
+            return {}
+        union = " UNION ALL ".join(
+            f"SELECT '{t}', count(*) FROM {client.make_qualified_table_name(t)}" for t in present
+        )
+        with client.execute_query(union) as cursor:
+            return {row[0]: int(row[1]) for row in cursor.fetchall()}
 
 
 class RefreshConfig(dg.Config):
@@ -138,26 +197,37 @@ class RefreshConfig(dg.Config):
     full_refresh: bool = False
     """Ignore the incremental cursors and read everything the API serves (merged, so no
     duplicates; events beyond the API's 30 days stay)."""
+    sweep: bool = False
+    """The daily sweep: rooms and recordings read in full, events reconciled room by room
+    with the API's totals (rooms that fell short are read again)."""
 
 
 def build_analytics_assets(
-    source_factory: Callable[..., DltSource] = analytics_api,
+    source_factory: Callable[..., DltSource] | None = None,
 ) -> dg.AssetsDefinition:
-    """The multi-asset; a new source is built for every run (dagster issue 34052: reusing one
-    across materializations corrupts its schema)."""
+    """The multi-asset of the eight raw tables. The source is built anew for every run
+    (dagster issue 34052: reusing one across materializations corrupts its schema)."""
 
-    @dlt_assets(
-        dlt_source=source_factory(),
-        dlt_pipeline=analytics_pipeline(),
-        name="analytics_api",
-        dagster_dlt_translator=AnalyticsTranslator(),
-        pool=WAREHOUSE_POOL,
-    )
+    @dg.multi_asset(specs=RAW_SPECS, can_subset=True, name="analytics_api", pool=WAREHOUSE_POOL)
     def analytics_api_assets(
         context: dg.AssetExecutionContext, dlt: DagsterDltResource, config: RefreshConfig
     ) -> Iterator[dg.MaterializeResult[Any]]:
-        tables = [key.path[-1] for key in context.selected_asset_keys]
-        source = source_factory(tables=tables, full_refresh=config.full_refresh)
-        yield from run_load(context, dlt, source)
+        from analytics_assets.source import analytics_api
+
+        make_source = source_factory or analytics_api
+        tables = sorted(key.path[-1] for key in context.selected_asset_keys)
+        prune_stale_workdirs()
+        with (
+            warehouse_lock(tables),
+            run_pipeline(context.run.job_name, context.run_id) as pipeline,
+        ):
+            source = make_source(
+                tables=tables,
+                full_refresh=config.full_refresh,
+                sweep=config.sweep,
+                event_counts=event_counts(pipeline),
+                inherited_state=inherited_cursors(pipeline, tables),
+            )
+            yield from run_load(context, dlt, source, pipeline)
 
     return analytics_api_assets

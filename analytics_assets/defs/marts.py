@@ -7,17 +7,25 @@ on this data. Plain SQL that DuckDB and Postgres both run, through the dlt pipel
 - `unmuted_time`: seconds each peer's tracks were unmuted, per track type, following the
   reference: for each track, order its `track.add/update/remove.success` events by time; every
   interval that starts at an event with `mute = false` counts until the track's next event.
-- `client_errors_daily`: client errors (`client.*.failed` events) per day (UTC) and type.
+- `client_errors_daily`: client errors (the reference's error events: `client.*.failed` and
+  `client.disconnected`) per day (UTC) and type.
+
+Each runs in the warehouse pool and holds the warehouse while it rebuilds its table. The checks
+of `peer_minutes_daily` and `client_errors_daily` recompute the numbers another way (in Python,
+from the raw rows, joined by the peers' own `session_id`), so a wrong expression fails them, not
+only a hand edit.
 """
 
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Mapping
+from datetime import UTC, date, datetime
 from typing import Any
 
 import dagster as dg
 
-from analytics_assets.defs.assets import WAREHOUSE_POOL, asset_key
-from analytics_assets.defs.schedules import MART_TABLES
-from analytics_assets.defs.warehouse import analytics_pipeline
+from analytics_assets.defs.assets import WAREHOUSE_POOL, asset_key, warehouse_kinds
+from analytics_assets.defs.warehouse import sql_client, warehouse_lock
+from analytics_assets.source.settings import ERROR_EVENT_TYPES
 
 GROUP_NAME = "analytics_marts"
 
@@ -55,24 +63,28 @@ FROM track_events
 GROUP BY room_id, session_id, peer_id, track_type
 """
 
-CLIENT_ERRORS_SQL = """
+ERROR_TYPES_SQL = ", ".join(f"'{t}'" for t in ERROR_EVENT_TYPES)
+CLIENT_ERRORS_SQL = f"""
 SELECT CAST("timestamp" AT TIME ZONE 'UTC' AS DATE) AS day, type AS error_type, count(*) AS errors
-FROM {analytics_events}
-WHERE type LIKE 'client.%.failed'
+FROM {{analytics_events}}
+WHERE type IN ({ERROR_TYPES_SQL})
 GROUP BY CAST("timestamp" AT TIME ZONE 'UTC' AS DATE), type
 """
 
 
-def _tables(client: Any) -> dict[str, str]:
-    names = ["sessions", "sessions__peers", "analytics_events"]
-    return {name: client.make_qualified_table_name(name) for name in names}
+MART_TABLES = ["peer_minutes_daily", "unmuted_time", "client_errors_daily"]
+RAW_TABLES = ["sessions", "sessions__peers", "analytics_events"]
+
+
+def _names(client: Any) -> dict[str, str]:
+    return {name: client.make_qualified_table_name(name) for name in RAW_TABLES + MART_TABLES}
 
 
 def rebuild(table: str, select: str) -> tuple[int, list[tuple[Any, ...]]]:
     """Replace `table` with the result of `select`, in one transaction; return its rows."""
-    with analytics_pipeline().sql_client() as client:
+    with warehouse_lock([table]), sql_client() as client:
         target = client.make_qualified_table_name(table)
-        sql = select.format(**_tables(client))
+        sql = select.format(**_names(client))
         with client.begin_transaction():
             client.execute_sql(f"DROP TABLE IF EXISTS {target}")
             client.execute_sql(f"CREATE TABLE {target} AS {sql}")
@@ -98,7 +110,7 @@ def _mart(
         deps=[asset_key(t) for t in upstream],
         group_name=GROUP_NAME,
         description=description,
-        kinds={"sql", "duckdb"},
+        kinds=warehouse_kinds("sql"),
         pool=WAREHOUSE_POOL,
     )
     def mart() -> dg.MaterializeResult[Any]:
@@ -147,35 +159,77 @@ client_errors_daily = _mart(
     "client_errors_daily",
     CLIENT_ERRORS_SQL,
     ["analytics_events"],
-    "Client errors per day and type (day, error_type, errors).",
+    "Client errors per day and type (day, error_type, errors): the reference's error events.",
     _errors_chart,
 )
 
 MARTS = [peer_minutes_daily, unmuted_time, client_errors_daily]
 
 
-def _scalar(sql: str) -> float:
-    with analytics_pipeline().sql_client() as client:
-        names = {**_tables(client), **{t: client.make_qualified_table_name(t) for t in MART_TABLES}}
-        with client.execute_query(sql.format(**names)) as cursor:
-            value = cursor.fetchall()[0][0]
-    return float(value or 0)
+def _rows(sql: str) -> list[tuple[Any, ...]]:
+    with sql_client() as client, client.execute_query(sql.format(**_names(client))) as cursor:
+        return [tuple(row) for row in cursor.fetchall()]
+
+
+def _utc_day(value: datetime) -> date:
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC).date()
+
+
+def _differences(
+    mart: Mapping[Any, tuple[float, ...]], recomputed: Mapping[Any, tuple[float, ...]]
+) -> list[str]:
+    """The cells where the mart and the recomputation disagree, described."""
+    wrong = []
+    for key in sorted(set(mart) | set(recomputed), key=str):
+        have, want = mart.get(key), recomputed.get(key)
+        if (
+            have is None
+            or want is None
+            or any(abs(a - b) > 0.01 for a, b in zip(have, want, strict=False))
+        ):
+            wrong.append(f"{key}: mart {have}, raw rows {want}")
+    return wrong
+
+
+def _result(wrong: list[str], checked: int, **extra: Any) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        passed=not wrong,
+        metadata={
+            "cells_checked": checked,
+            "cells_wrong": len(wrong),
+            "examples": dg.MetadataValue.md("\n".join(f"- {w}" for w in wrong[:10]) or "none"),
+            **extra,
+        },
+    )
 
 
 @dg.asset_check(
-    asset=peer_minutes_daily, description="No negative stays; minutes add up to the raw peers'."
+    asset=peer_minutes_daily,
+    description=(
+        "Every (room, day) agrees with the raw peers' stays, recomputed in Python (peers joined "
+        "to sessions by their own session_id); no stay is negative."
+    ),
 )
 def peer_minutes_add_up() -> dg.AssetCheckResult:
-    negative = _scalar("SELECT count(*) FROM {peer_minutes_daily} WHERE peer_minutes < 0")
-    total = _scalar("SELECT sum(peer_minutes) FROM {peer_minutes_daily}")
-    raw = _scalar(
-        "SELECT sum(EXTRACT(EPOCH FROM (left_at - joined_at))) / 60.0 FROM {sessions__peers} "
-        "WHERE left_at IS NOT NULL"
-    )
-    return dg.AssetCheckResult(
-        passed=negative == 0 and abs(total - raw) < 0.01 * max(1.0, raw),
-        metadata={"negative_rows": int(negative), "minutes": total, "raw_minutes": raw},
-    )
+    mart = {
+        (room, str(day)): (float(stays), float(minutes))
+        for room, day, stays, minutes in _rows(
+            "SELECT room_id, day, stays, peer_minutes FROM {peer_minutes_daily}"
+        )
+    }
+    stays: Counter[tuple[str, str]] = Counter()
+    minutes: Counter[tuple[str, str]] = Counter()
+    for room, joined, left in _rows(
+        "SELECT s.room_id, p.joined_at, p.left_at FROM {sessions__peers} p "
+        "JOIN {sessions} s ON s.id = p.session_id WHERE p.left_at IS NOT NULL"
+    ):
+        key = (room, str(_utc_day(joined)))
+        stays[key] += 1
+        minutes[key] += (left - joined).total_seconds() / 60.0
+    recomputed = {key: (float(stays[key]), round(minutes[key], 3)) for key in stays}
+    negative = sum(1 for _, m in mart.values() if m < 0)
+    wrong = _differences(mart, recomputed)
+    return _result(wrong, len(recomputed), negative_rows=negative)
 
 
 @dg.asset_check(
@@ -183,7 +237,7 @@ def peer_minutes_add_up() -> dg.AssetCheckResult:
     description="Unmuted time is never negative nor longer than the track lived.",
 )
 def unmuted_within_track_lifetime() -> dg.AssetCheckResult:
-    too_long = _scalar(
+    too_long = _rows(
         """
         SELECT count(*) FROM {unmuted_time} u JOIN (
             SELECT data__peer_id AS peer_id, data__type AS track_type,
@@ -193,17 +247,26 @@ def unmuted_within_track_lifetime() -> dg.AssetCheckResult:
         ) t ON t.peer_id = u.peer_id AND t.track_type = u.track_type
         WHERE u.unmuted_seconds < 0 OR u.unmuted_seconds > t.lived * u.tracks + 0.001
         """
-    )
+    )[0][0]
     return dg.AssetCheckResult(passed=too_long == 0, metadata={"rows_out_of_bounds": int(too_long)})
 
 
 @dg.asset_check(
-    asset=client_errors_daily, description="Error counts add up to the raw error events."
+    asset=client_errors_daily,
+    description="Every (day, type) agrees with the raw error events, counted again in Python.",
 )
 def client_errors_add_up() -> dg.AssetCheckResult:
-    total = _scalar("SELECT sum(errors) FROM {client_errors_daily}")
-    raw = _scalar("SELECT count(*) FROM {analytics_events} WHERE type LIKE 'client.%.failed'")
-    return dg.AssetCheckResult(passed=total == raw, metadata={"errors": total, "raw_errors": raw})
+    mart = {
+        (str(day), kind): (float(errors),)
+        for day, kind, errors in _rows("SELECT day, error_type, errors FROM {client_errors_daily}")
+    }
+    counted: Counter[tuple[str, str]] = Counter(
+        (str(_utc_day(at)), kind)
+        for at, kind in _rows('SELECT "timestamp", type FROM {analytics_events}')
+        if kind in ERROR_EVENT_TYPES
+    )
+    recomputed = {key: (float(n),) for key, n in counted.items()}
+    return _result(_differences(mart, recomputed), len(recomputed))
 
 
 MART_CHECKS = [peer_minutes_add_up, unmuted_within_track_lifetime, client_errors_add_up]
