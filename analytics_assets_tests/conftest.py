@@ -1,4 +1,8 @@
-"""Shared fixtures: a small simulated API, a throw-away warehouse, and ways to load into it."""
+"""Shared fixtures: a small simulated API, a throw-away warehouse, and ways to load into it.
+
+The simulator plays one reading of the reference per test (`readings.py`): lenient by default;
+tests marked `@BOTH_READINGS` run under the lenient and the strict reading.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import dagster as dg
 import dlt
@@ -21,27 +25,92 @@ import pytest
 from dagster_dlt import DagsterDltResource
 
 from analytics_assets.defs.assets import build_analytics_assets
-from analytics_assets.simulator import DEFAULT_TOKEN, ApiSimulator, World, generate_world
+from analytics_assets.simulator import (
+    DEFAULT_TOKEN,
+    LENIENT,
+    STRICT,
+    ApiSimulator,
+    Reading,
+    World,
+    generate_world,
+)
 from analytics_assets.source import analytics_api
 
+REPO = Path(__file__).resolve().parents[1]
 #: Small enough for a fast suite, large enough for several pages of every list (limit 100).
 TEST_SCALE = 120
+
+#: Run a test under both readings of the reference (the `reading` fixture).
+BOTH_READINGS = pytest.mark.parametrize(
+    "reading", [LENIENT, STRICT], ids=["lenient", "strict"], indirect=True
+)
+
+#: Settings a developer may have exported: none may reach a test (no test may use real
+#: credentials, a real warehouse, or POST to a real webhook).
+DEVELOPER_SETTINGS = (
+    "API_TOKEN",
+    "DESTINATION_TYPE",
+    "ANALYTICS_ALERT_WEBHOOK_URL",
+    "ANALYTICS_ASSETS_EXECUTOR",
+    "DAGSTER_HOME",
+    "DAGSTER_POSTGRES_URL",
+)
+DEVELOPER_PREFIXES = (
+    "SOURCES__",
+    "DESTINATION__",
+    "NORMALIZE__",
+    "LOAD__",
+    "EXTRACT__",
+    "RUNTIME__",
+)
+
+
+def _project_settings_without_secrets() -> Path:
+    """dlt reads `.dlt/secrets.toml` of the project: the tests read the committed
+    `config.toml` from a folder of their own instead, so a developer's secrets never apply."""
+    folder = Path(tempfile.mkdtemp(prefix="analytics_tests_project_"))
+    (folder / ".dlt").mkdir()
+    shutil.copy(REPO / ".dlt" / "config.toml", folder / ".dlt" / "config.toml")
+    return folder
+
+
+# Before anything reads dlt's configuration (collection imports the project).
+for _name in [*os.environ]:
+    if _name in DEVELOPER_SETTINGS or _name.startswith(DEVELOPER_PREFIXES):
+        del os.environ[_name]
+os.environ["DLT_PROJECT_DIR"] = str(_project_settings_without_secrets())
 
 
 @pytest.fixture(autouse=True)
 def isolated_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test sees the developer's environment, and each gets its own dlt dir and DuckDB."""
-    for name in ("API_TOKEN", "SOURCES__ANALYTICS_API__API_TOKEN", "DESTINATION_TYPE"):
-        monkeypatch.delenv(name, raising=False)
+    """Each test gets its own dlt data dir, DuckDB and Dagster home, and nothing else."""
+    for name in [*os.environ]:
+        if name in DEVELOPER_SETTINGS or name.startswith(DEVELOPER_PREFIXES):
+            monkeypatch.delenv(name)
     monkeypatch.setenv("DLT_DATA_DIR", str(tmp_path / "dlt"))
     monkeypatch.setenv("DESTINATION__DUCKDB__CREDENTIALS", str(tmp_path / "warehouse.duckdb"))
     # Retries keep their count and status list; only the waits shrink so the suite stays fast.
     monkeypatch.setenv("SOURCES__ANALYTICS_API__REQUEST_BACKOFF_FACTOR", "0.01")
 
 
+@pytest.fixture
+def reading(request: pytest.FixtureRequest) -> Reading:
+    """The reading the simulator plays: lenient unless a test asks for others."""
+    return getattr(request, "param", LENIENT)
+
+
 @pytest.fixture(scope="session")
-def base_world() -> World:
-    return generate_world(scale=TEST_SCALE, seed=11)
+def worlds() -> dict[tuple[bool, bool], World]:
+    return {}
+
+
+@pytest.fixture
+def base_world(reading: Reading, worlds: dict[tuple[bool, bool], World]) -> World:
+    """The generated world of this reading's world behaviours, made once per session."""
+    key = (reading.sessionless_errors, reading.late_events)
+    if key not in worlds:
+        worlds[key] = generate_world(scale=TEST_SCALE, seed=11, reading=reading)
+    return worlds[key]
 
 
 @pytest.fixture
@@ -53,9 +122,9 @@ SimulatorFactory = Callable[..., AbstractContextManager[ApiSimulator]]
 
 
 @pytest.fixture
-def api(world: World, monkeypatch: pytest.MonkeyPatch) -> Iterator[ApiSimulator]:
-    """The simulator serving `world`, with the source configured to use it."""
-    with ApiSimulator(world) as sim:
+def api(world: World, reading: Reading, monkeypatch: pytest.MonkeyPatch) -> Iterator[ApiSimulator]:
+    """The simulator serving `world` under `reading`, with the source configured to use it."""
+    with ApiSimulator(world, reading=reading) as sim:
         monkeypatch.setenv("SOURCES__ANALYTICS_API__BASE_URL", sim.base_url)
         monkeypatch.setenv("API_TOKEN", DEFAULT_TOKEN)
         yield sim
@@ -99,6 +168,15 @@ def materialize(selection: list[str] | None = None, **kwargs: Any) -> dg.Execute
 
 # ---- a real PostgreSQL server on loopback, for the Postgres tests ---------------------------
 
+#: Set by `.ci/run`: a test whose tools are missing fails instead of being skipped.
+REQUIRE_ALL = os.environ.get("ANALYTICS_TESTS_REQUIRE_ALL") == "1"
+
+
+def skip_or_fail(reason: str) -> NoReturn:
+    if REQUIRE_ALL:
+        pytest.fail(f"{reason} (ANALYTICS_TESTS_REQUIRE_ALL=1: CI must run this test)")
+    pytest.skip(reason)
+
 
 def _postgres_bin() -> Path | None:
     candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
@@ -115,7 +193,7 @@ def postgres_server() -> Iterator[str]:
     """A throw-away PostgreSQL cluster on a free loopback port; yields its base URL."""
     bindir = _postgres_bin()
     if bindir is None:
-        pytest.skip(
+        skip_or_fail(
             "PostgreSQL server binaries (initdb, pg_ctl) not found: install Debian's "
             "`postgresql` package (.ci/run does) to run the Postgres tests"
         )

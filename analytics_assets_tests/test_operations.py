@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from analytics_assets.defs.assets import build_analytics_assets
 from analytics_assets.defs.checks import PK_CHECK, ROOM_CHECK, warehouse_checks
 from analytics_assets.simulator import ApiSimulator, FaultPlan, World
 from analytics_assets.simulator.expected import compare
+from analytics_assets.simulator.world import parse_iso
 
 
 def run_job(name: str, **kwargs: Any) -> dg.ExecuteInProcessResult:
@@ -48,7 +50,7 @@ def test_schedules_jobs_and_sensors_are_pinned() -> None:
     assert schedules == {
         "live_peers_every_5_minutes": ("*/5 * * * *", "live_peers_refresh"),
         "activity_hourly": ("7 * * * *", "activity_refresh"),
-        "catalog_daily": ("17 3 * * *", "catalog_refresh"),
+        "daily_sweep_at_0317": ("17 3 * * *", "daily_sweep"),
     }
     graph = defs.resolve_asset_graph()
 
@@ -56,7 +58,7 @@ def test_schedules_jobs_and_sensors_are_pinned() -> None:
         keys = defs.resolve_job_def(job).asset_layer.selected_asset_keys
         return {k.path[-1] for k in keys if graph.has(k)}
 
-    assert tables("live_peers_refresh") == {"rooms", "active_room_peers"}
+    assert tables("live_peers_refresh") == {"active_room_peers"}
     assert tables("activity_refresh") == {
         "rooms",
         "sessions",
@@ -66,11 +68,15 @@ def test_schedules_jobs_and_sensors_are_pinned() -> None:
         "unmuted_time",
         "client_errors_daily",
     }
-    assert tables("catalog_refresh") == {
+    assert tables("daily_sweep") == {
         "templates",
         "template_settings",
         "templates_destinations",
         "rooms",
+        "recordings",
+        "analytics_events",
+        "unmuted_time",
+        "client_errors_daily",
     }
     sensors = {s.name: s.default_status for s in defs.sensors or []}
     assert sensors == {
@@ -82,15 +88,62 @@ def test_schedules_jobs_and_sensors_are_pinned() -> None:
 def test_the_three_jobs_refresh_every_table_exactly(
     api: ApiSimulator, world: World, warehouse: Path
 ) -> None:
-    for job in ("catalog_refresh", "activity_refresh", "live_peers_refresh"):
+    for job in ("activity_refresh", "daily_sweep", "live_peers_refresh"):
         result = run_job(job)
         assert result.success, job
         assert all(check_results(result).values()), job
     assert [d for d in compare(warehouse, world).values() if not d.exact] == []
-    # The daily catalog job reads rooms in full, whatever their cursor says.
+    # The daily sweep reads rooms and recordings in full, whatever their cursors say, and
+    # asks each room's events total once (limit=1); it reads again no room that is complete.
     api.reset_requests()
-    assert run_job("catalog_refresh").success
+    assert run_job("daily_sweep").success
     assert all("after" not in r.params for r in api.requests_to("/v2/rooms"))
+    assert all("session_id" not in r.params for r in api.requests_to("/v2/recordings"))
+    events = api.requests_to("/v2/analytics/events")
+    assert len(events) == len(world.rooms) and all(r.params["limit"] == ["1"] for r in events)
+
+
+# ---- the reconciliation ----------------------------------------------------------------------
+
+
+def test_events_deleted_by_hand_are_named_by_the_check_and_back_after_a_day(
+    api: ApiSimulator, world: World, warehouse: Path
+) -> None:
+    """The reconciliation: the API's count per room against the warehouse's."""
+    instance = dg.DagsterInstance.ephemeral()
+    assert run_job("activity_refresh", instance=instance).success
+    assert run_job("daily_sweep", instance=instance).success
+    # A room where nothing happens now: no hourly rule reads it again.
+    recent = world.clock - timedelta(hours=24)
+    quiet = {r["id"] for r in world.rooms} - {
+        s["room_id"] for s in world.sessions if s["active"] or parse_iso(s["updated_at"]) >= recent
+    }
+    victim = max(quiet, key=lambda r: sum(e["data"]["room_id"] == r for e in world.events))
+    with duckdb.connect(str(warehouse)) as con:
+        deleted = con.execute(
+            "DELETE FROM analytics.analytics_events WHERE id IN (SELECT id FROM "
+            f"analytics.analytics_events WHERE data__room_id = '{victim}' LIMIT 7)"
+        ).fetchall()
+    assert deleted == [(7,)]
+    # The hourly job's checks name the room until the sweep reads it again.
+    hourly = run_job("activity_refresh", instance=instance)
+    evaluation = next(
+        e for e in hourly.get_asset_check_evaluations() if e.check_name == "events_complete"
+    )
+    assert evaluation.passed is False
+    assert evaluation.metadata["rooms_short"].value == 1
+    assert evaluation.metadata["events_missing"].value == 7
+    assert f"| {victim} | 7 |" in evaluation.metadata["rooms_short_list"].value  # type: ignore[operator]
+    api.reset_requests()
+    daily = run_job("daily_sweep", instance=instance)
+    reread = {
+        r.params["room_id"][0]
+        for r in api.requests_to("/v2/analytics/events")
+        if r.params["limit"] == ["100"]
+    }
+    assert reread == {victim}  # only the room that fell short is read again
+    assert all(check_results(daily).values())
+    assert compare(warehouse, world)["analytics_events"].exact
 
 
 # ---- data checks ---------------------------------------------------------------------------
@@ -99,12 +152,15 @@ def test_the_three_jobs_refresh_every_table_exactly(
 def test_checks_pass_on_a_good_load_and_fail_on_bad_data(
     api: ApiSimulator, world: World, warehouse: Path
 ) -> None:
-    result = run_job("live_peers_refresh")
+    result = dg.materialize(
+        [build_analytics_assets(), warehouse_checks],
+        selection=[dg.AssetKey(["analytics", t]) for t in ("rooms", "active_room_peers")],
+        resources={"dlt": DagsterDltResource()},
+    )
     assert check_results(result) == {
         ("rooms", PK_CHECK): True,
         ("active_room_peers", PK_CHECK): True,
         ("active_room_peers", ROOM_CHECK): True,
-        ("active_room_peers", "freshness_check"): True,
     }
     with duckdb.connect(str(warehouse)) as con:
         con.execute("INSERT INTO analytics.rooms SELECT * FROM analytics.rooms LIMIT 1")

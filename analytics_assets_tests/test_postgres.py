@@ -54,7 +54,7 @@ def test_full_load_and_refresh_are_exact_in_postgres(
     assert materialize().success
     diffs = compare(analytics_pipeline(), world, events_since=first_clock - EVENT_RETENTION)
     assert [d for d in diffs.values() if not d.exact] == []
-    assert all("session_id" in r.params for r in api.requests_to("/v2/analytics/events"))
+    assert len(api.requests_to("/v2/analytics/events")) < len(world.rooms) / 2  # the active ones
     assert _scalar(postgres_warehouse, "SELECT count(*) FROM analytics.rooms") == len(world.rooms)
 
 

@@ -1,43 +1,74 @@
-"""The `analytics_api` source against the simulator, one API quirk per test (plain dlt)."""
+"""The `analytics_api` source against the simulator, one API quirk per test (plain dlt).
+
+Each `test_quirk_...` names the behaviour of the API it covers; `test_reading_...` tests cover a
+behaviour the reference leaves open, under the reading that exhibits it.
+"""
 
 from __future__ import annotations
 
 import inspect
+import logging
 import re
+import socket
+import time
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from dlt.pipeline.exceptions import PipelineStepFailed
 
-from analytics_assets.simulator import DEFAULT_TOKEN, ApiSimulator, FaultPlan, World
+from analytics_assets.simulator import (
+    DEFAULT_TOKEN,
+    LENIENT,
+    STRICT,
+    ApiSimulator,
+    FaultPlan,
+    Reading,
+    World,
+    generate_world,
+)
+from analytics_assets.simulator.expected import compare
 from analytics_assets.source import (
+    ApiUnreachableError,
     MissingApiTokenError,
     RepeatingCursorError,
     analytics_api,
 )
-from analytics_assets.source.settings import RETRY_STATUSES
-from analytics_assets_tests.conftest import column_names, ids, query, run_source
-
-LIST_ENDPOINTS = ("/v2/rooms", "/v2/sessions", "/v2/templates", "/v2/recordings")
+from analytics_assets.source.settings import EVENT_TYPES, RETRY_STATUSES
+from analytics_assets_tests.conftest import BOTH_READINGS, column_names, ids, query, run_source
 
 
 def _load(sim: ApiSimulator, db: Path, **kwargs: object) -> None:
     run_source(db, base_url=sim.base_url, api_token=DEFAULT_TOKEN, **kwargs)
 
 
+def _exact(db: Path, world: World) -> None:
+    assert [d for d in compare(db, world).values() if not d.exact] == []
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+@BOTH_READINGS
 def test_every_table_holds_exactly_the_api_rows_once(
     api: ApiSimulator, world: World, warehouse: Path
 ) -> None:
     _load(api, warehouse)
-    assert ids(warehouse, "rooms") == sorted(r["id"] for r in world.rooms)
-    assert ids(warehouse, "sessions") == sorted(s["id"] for s in world.sessions)
-    assert ids(warehouse, "templates") == sorted(t["id"] for t in world.templates)
-    assert ids(warehouse, "recordings") == sorted(r["id"] for r in world.recordings)
+    _exact(warehouse, world)
     assert ids(warehouse, "analytics_events") == sorted(e["id"] for e in world.retained_events())
-    assert ids(warehouse, "template_settings", "template_id") == sorted(
-        t["id"] for t in world.templates
-    )
+
+
+# ---- lists ---------------------------------------------------------------------------------
+
+
+def _plain_room_listing(sim: ApiSimulator) -> list:
+    return [r for r in sim.requests_to("/v2/rooms") if "enabled" not in r.params]
 
 
 def test_quirk_final_list_page_carries_last_then_one_empty_page(
@@ -45,7 +76,7 @@ def test_quirk_final_list_page_carries_last_then_one_empty_page(
 ) -> None:
     _load(api, warehouse)
     pages = -(-len(world.rooms) // 100)
-    rooms = api.requests_to("/v2/rooms")
+    rooms = _plain_room_listing(api)
     assert len(rooms) == pages + 1  # the full pages, then the empty one that ends the chain
     assert [r.params.get("start") for r in rooms][1:] == [
         [world.rooms[min(100 * i, len(world.rooms)) - 1]["id"]] for i in range(1, pages + 1)
@@ -56,21 +87,59 @@ def test_quirk_final_list_page_carries_last_then_one_empty_page(
 def test_quirk_final_list_page_without_last_needs_no_empty_page(
     world: World, warehouse: Path
 ) -> None:
-    with ApiSimulator(world, final_page="no_last") as sim:
+    with ApiSimulator(world, reading=LENIENT.but(final_page="no_last")) as sim:
         _load(sim, warehouse)
-    assert len(sim.requests_to("/v2/rooms")) == -(-len(world.rooms) // 100)
+    assert len(_plain_room_listing(sim)) == -(-len(world.rooms) // 100)
     assert ids(warehouse, "rooms") == sorted(r["id"] for r in world.rooms)
 
 
-def test_quirk_repeating_cursor_stops_with_an_error_naming_the_endpoint(
+def test_reading_start_inclusive_ends_when_a_page_brings_nothing_new(
     world: World, warehouse: Path
 ) -> None:
-    with ApiSimulator(world, repeat_cursor=True) as sim, pytest.raises(PipelineStepFailed) as err:
+    with ApiSimulator(world, reading=LENIENT.but(start_inclusive=True)) as sim:
         _load(sim, warehouse)
-    assert "/v2/" in str(err.value) and "twice" in str(err.value)
-    assert isinstance(err.value.__context__ or err.value.__cause__, Exception)
+    rooms = _plain_room_listing(sim)
+    # 120 rooms: 100, then 21 (one repeated), then only the repeated one: the end.
+    assert [len(r.params.get("start", [])) for r in rooms] == [0, 1, 1]
+    assert ids(warehouse, "rooms") == sorted(r["id"] for r in world.rooms)  # each once
+    assert query(warehouse, "SELECT count(*) FROM analytics.rooms") == [(len(world.rooms),)]
+
+
+def test_reading_newest_first_changes_nothing(world: World, warehouse: Path) -> None:
+    with ApiSimulator(world, reading=LENIENT.but(newest_first=True)) as sim:
+        _load(sim, warehouse)
+    _exact(warehouse, world)
+
+
+@pytest.mark.parametrize("broken", ["ignore_start", "stuck_cursor"])
+def test_quirk_a_cursor_that_loops_stops_with_an_error_naming_the_endpoint(
+    world: World, warehouse: Path, broken: str
+) -> None:
+    with (
+        ApiSimulator(world, **{broken: True}) as sim,  # type: ignore[arg-type]
+        pytest.raises(PipelineStepFailed) as err,
+    ):
+        _load(sim, warehouse)
     assert any(isinstance(e, RepeatingCursorError) for e in _chain(err.value))
-    assert len(sim.requests) < 20
+    assert re.search(r"GET http://127\.0\.0\.1:\d+/v2/\w+", str(err.value))
+    assert len(sim.requests) < 40
+
+
+@pytest.mark.parametrize(
+    "reading", [LENIENT, LENIENT.but(rooms_enabled_by_default=True)], indirect=True
+)
+def test_reading_disabled_rooms_are_loaded_with_enabled_false(
+    api: ApiSimulator, world: World, warehouse: Path, reading: Reading
+) -> None:
+    disabled = sorted(r["id"] for r in world.rooms if not r["enabled"])
+    assert disabled
+    _load(api, warehouse)
+    rows = query(warehouse, "SELECT id FROM analytics.rooms WHERE NOT enabled ORDER BY id")
+    assert [r[0] for r in rows] == disabled
+    assert any(r.params.get("enabled") == ["false"] for r in api.requests_to("/v2/rooms"))
+
+
+# ---- live rooms' peers -----------------------------------------------------------------------
 
 
 def test_quirk_active_peers_object_becomes_rows_with_their_room(
@@ -119,11 +188,14 @@ def test_quirk_live_room_with_an_empty_peers_object_gives_no_rows(
     emptied = next(s for s in world.sessions if s["active"])
     for peer in emptied["peers"].values():
         peer["left_at"] = peer["joined_at"]  # everyone left; the session is still live
-    with ApiSimulator(world) as sim:
+    with ApiSimulator(world, reading=LENIENT.but(inactive_peers="empty")) as sim:
         _load(sim, warehouse)
     assert any(r.status == 200 for r in sim.requests_to(f"/v2/active-rooms/{emptied['room_id']}"))
     rooms = {r[0] for r in query(warehouse, "SELECT room_id FROM analytics.active_room_peers")}
     assert emptied["room_id"] not in rooms and rooms
+
+
+# ---- shapes --------------------------------------------------------------------------------
 
 
 def test_quirk_session_peers_keyed_by_id_become_child_rows(
@@ -185,21 +257,44 @@ def test_quirk_destinations_map_key_is_the_identity_names_repeat(
     assert len(set(names)) < len(names)  # repeated names survive: the key tells them apart
 
 
-def test_quirk_events_need_room_id_so_the_first_load_fetches_them_per_room_with_next(
-    api: ApiSimulator, world: World, warehouse: Path
+# ---- events --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "reading", [LENIENT, LENIENT.but(events_type_required=True)], indirect=True
+)
+def test_quirk_events_are_asked_per_room_with_every_documented_type(
+    api: ApiSimulator, world: World, warehouse: Path, reading: Reading
 ) -> None:
     _load(api, warehouse)
     requests = api.requests_to("/v2/analytics/events")
     assert all(r.status == 200 and r.params["limit"] == ["100"] for r in requests)
+    assert all(sorted(r.params["type"]) == sorted(EVENT_TYPES) for r in requests)
     assert all("cursor" not in r.params and "session_id" not in r.params for r in requests)
-    # Only rooms with sessions can have events: one chain per such room, paged by `next`.
+    # Every room, sessions or not (an error event needs no session), one chain each.
     per_room: dict[str, int] = {}
     for e in world.retained_events():
         per_room[e["data"]["room_id"]] = per_room.get(e["data"]["room_id"], 0) + 1
-    rooms_with_sessions = {s["room_id"] for s in world.sessions}
-    assert {r.params["room_id"][0] for r in requests} == rooms_with_sessions
-    assert len(requests) == sum(max(1, -(-per_room.get(r, 0) // 100)) for r in rooms_with_sessions)
+    assert {r.params["room_id"][0] for r in requests} == {r["id"] for r in world.rooms}
+    assert len(requests) == sum(max(1, -(-per_room.get(r["id"], 0) // 100)) for r in world.rooms)
     assert ids(warehouse, "analytics_events") == sorted(e["id"] for e in world.retained_events())
+
+
+def test_reading_sessionless_errors_in_rooms_without_sessions_are_loaded(
+    warehouse: Path,
+) -> None:
+    world = generate_world(scale=80, seed=3, reading=STRICT)
+    with_sessions = {s["room_id"] for s in world.sessions}
+    orphans = [
+        e["id"]
+        for e in world.retained_events()
+        if "session_id" not in e["data"] and e["data"]["room_id"] not in with_sessions
+    ]
+    assert orphans
+    with ApiSimulator(world, reading=STRICT) as sim:
+        _load(sim, warehouse)
+    loaded = {row[0] for row in query(warehouse, "SELECT id FROM analytics.analytics_events")}
+    assert set(orphans) <= loaded
 
 
 def test_events_follow_next_across_pages(world: World, warehouse: Path) -> None:
@@ -230,6 +325,7 @@ def test_retry_policy_defaults_are_the_specification() -> None:
     params = inspect.signature(analytics_api.__wrapped__).parameters  # type: ignore[attr-defined]
     assert params["request_max_attempts"].default == 4  # 3 retries
     assert params["request_backoff_factor"].default == 2.0
+    assert params["rate_limit_max_wait"].default >= 60
     assert RETRY_STATUSES == (429, 500, 502, 503, 504)
 
 
@@ -244,6 +340,35 @@ def test_429_with_retry_after_is_retried_and_honoured(world: World, warehouse: P
     assert ids(warehouse, "templates") == sorted(t["id"] for t in world.templates)
 
 
+def test_reading_429_with_its_wait_only_in_the_message_is_waited_out(
+    world: World, warehouse: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The API answers 429 for 3 s, saying so only in its message; the backoff alone
+    # (0.01 s here, 4 attempts) would give up long before.
+    faults = FaultPlan(scripted={"/v2/templates": [429]}, retry_after=3)
+    reading = LENIENT.but(rate_limit_in_message=True)
+    with (
+        caplog.at_level(logging.WARNING),
+        ApiSimulator(world, reading=reading, faults=faults) as sim,
+    ):
+        _load(sim, warehouse)
+    limited = [r for r in sim.requests if r.status == 429]
+    first_ok = min(r.at for r in sim.requests if r.status == 200 and r.at > limited[0].at)
+    assert first_ok - limited[0].at >= 2.9
+    assert ids(warehouse, "templates") == sorted(t["id"] for t in world.templates)
+    waits = [r.getMessage() for r in caplog.records if "429" in r.getMessage()]
+    assert waits and "retry after 3 seconds" in waits[0] and "/v2/templates" in waits[0]
+
+
+def test_a_429_longer_than_the_cap_fails_naming_the_endpoint(world: World, warehouse: Path) -> None:
+    faults = FaultPlan(always={"/v2/recordings": 429}, retry_after=1)
+    with ApiSimulator(world, faults=faults) as sim, pytest.raises(PipelineStepFailed) as err:
+        _load(sim, warehouse, rate_limit_max_wait=2.5)
+    message = str(err.value)
+    assert "429" in message and "/v2/recordings" in message and "rate_limit_max_wait" in message
+    assert 2 <= len(sim.requests_to("/v2/recordings")) <= 4
+
+
 @pytest.mark.parametrize("status", [500, 502, 503, 504])
 def test_transient_5xx_then_success_loads_everything(
     world: World, warehouse: Path, status: int
@@ -256,14 +381,20 @@ def test_transient_5xx_then_success_loads_everything(
 
 
 def test_endpoint_that_always_503s_is_tried_exactly_4_times_then_fails_naming_it(
-    world: World, warehouse: Path
+    world: World, warehouse: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     faults = FaultPlan(always={"/v2/recordings": 503})
-    with ApiSimulator(world, faults=faults) as sim, pytest.raises(PipelineStepFailed) as err:
+    with (
+        caplog.at_level(logging.WARNING),
+        ApiSimulator(world, faults=faults) as sim,
+        pytest.raises(PipelineStepFailed) as err,
+    ):
         _load(sim, warehouse)
     assert len(sim.requests_to("/v2/recordings")) == 4
     message = str(err.value)
     assert "503" in message and "/v2/recordings" in message
+    waits = [r.getMessage() for r in caplog.records if "/v2/recordings" in r.getMessage()]
+    assert [re.search(r"attempt (\d) of 4", w).group(1) for w in waits] == ["2", "3", "4"]  # type: ignore[union-attr]
 
 
 def test_400_is_not_retried(world: World, warehouse: Path) -> None:
@@ -271,6 +402,19 @@ def test_400_is_not_retried(world: World, warehouse: Path) -> None:
     with ApiSimulator(world, faults=faults) as sim, pytest.raises(PipelineStepFailed):
         _load(sim, warehouse)
     assert len(sim.requests_to("/v2/rooms")) == 1
+
+
+def test_unreachable_host_fails_naming_host_and_endpoint(warehouse: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed once the block ends: nobody listens
+    started = time.monotonic()
+    with pytest.raises(PipelineStepFailed) as err:
+        run_source(warehouse, base_url=f"http://127.0.0.1:{port}", api_token=DEFAULT_TOKEN)
+    unreachable = next(e for e in _chain(err.value) if isinstance(e, ApiUnreachableError))
+    assert str(unreachable).startswith(f"cannot reach 127.0.0.1:{port} for GET ")
+    assert "/v2/" in str(unreachable) and "Connection refused" in str(unreachable)
+    assert time.monotonic() - started < 10
 
 
 # ---- credentials ---------------------------------------------------------------------------
@@ -284,7 +428,7 @@ def test_wrong_token_fails_on_the_first_request_with_401_and_never_shows_the_tok
         run_source(warehouse, base_url=api.base_url, api_token=secret)
     assert "401" in str(err.value) and "/v2/" in str(err.value)
     assert secret not in str(err.value) and secret not in repr(err.value)
-    assert len(api.requests) <= 4  # the lists start together; none is retried
+    assert len(api.requests) <= 6  # the listings start together; none is retried
 
 
 def test_missing_token_names_api_token_and_sends_nothing(
@@ -296,12 +440,3 @@ def test_missing_token_names_api_token_and_sends_nothing(
     assert "API_TOKEN" in str(err.value)
     assert any(isinstance(e, MissingApiTokenError) for e in _chain(err.value))
     assert api.requests == []
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    seen: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in seen:
-        seen.append(current)
-        current = current.__cause__ or current.__context__
-    return seen

@@ -68,7 +68,7 @@ def test_scheduled_refresh_works_with_only_key_and_secret_and_shows_neither(
     keyed_api: ApiSimulator, world: World, warehouse: object
 ) -> None:
     instance = dg.DagsterInstance.ephemeral()
-    for job in ("catalog_refresh", "activity_refresh", "live_peers_refresh"):
+    for job in ("daily_sweep", "activity_refresh", "live_peers_refresh"):
         result = defs.resolve_job_def(job).execute_in_process(instance=instance)
         assert result.success, job
     assert all(r.status == 200 for r in keyed_api.requests)
