@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 SCALE ?= 300
+READING ?= lenient
 
 .PHONY: help load test check lint types validate dev simulator benchmark benchmark-refresh benchmark-speed clean
 
@@ -16,7 +17,7 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 load: $(BIN)/.installed  ## full load from the local API simulator into data/simulated.duckdb
-	$(BIN)/python -m analytics_assets.run_simulated --scale $(SCALE)
+	$(BIN)/python -m analytics_assets.run_simulated --scale $(SCALE) --reading $(READING)
 
 test: $(BIN)/.installed  ## the offline test suite
 	$(BIN)/pytest -q
@@ -34,7 +35,7 @@ validate: $(BIN)/.installed  ## Dagster loads the definitions
 check: lint types validate test  ## everything CI runs
 
 simulator: $(BIN)/.installed  ## run the API simulator in the foreground on port 8765
-	$(BIN)/python -m analytics_assets.simulator --scale $(SCALE) --port 8765
+	$(BIN)/python -m analytics_assets.simulator --scale $(SCALE) --reading $(READING) --port 8765
 
 dev: $(BIN)/.installed  ## dagster dev against the simulator started by `make simulator`
 	SOURCES__ANALYTICS_API__BASE_URL=http://127.0.0.1:8765 \

@@ -1,8 +1,9 @@
 """The main job, offline: a full load of every asset from the local API simulator into DuckDB.
 
-`python -m analytics_assets.run_simulated [--scale 300]` starts the simulator on loopback,
-points the source at it, materializes the eight assets in-process and prints, per table, the
-rows in DuckDB beside the rows the API serves, the requests made and the time taken.
+`python -m analytics_assets.run_simulated [--scale 300] [--reading strict]` starts the
+simulator on loopback, points the source at it, materializes every asset in-process (the eight
+tables and the analytics computed from them) and prints, per table, the rows in DuckDB beside
+the rows the API serves, the analytics tables' rows, the requests made and the time taken.
 """
 
 from __future__ import annotations
@@ -13,8 +14,12 @@ import sys
 import time
 from pathlib import Path
 
-from analytics_assets.simulator import DEFAULT_TOKEN, ApiSimulator, generate_world
+import duckdb
+
+from analytics_assets.simulator import DEFAULT_TOKEN, READINGS, ApiSimulator, generate_world
 from analytics_assets.simulator.expected import compare
+
+ANALYTICS_TABLES = ("peer_minutes_daily", "unmuted_time", "client_errors_daily")
 
 DEFAULT_DB = Path("data") / "simulated.duckdb"
 
@@ -25,12 +30,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument(
+        "--reading",
+        choices=sorted(READINGS),
+        default="lenient",
+        help="how the simulator reads the reference where it is ambiguous or strict",
+    )
+    parser.add_argument(
         "--duckdb", type=Path, default=None, help=f"recreated on every run; default: {DEFAULT_DB}"
     )
     args = parser.parse_args(argv)
 
-    world = generate_world(scale=args.scale, seed=args.seed)
-    with ApiSimulator(world, latency=args.latency_ms / 1000) as sim:
+    reading = READINGS[args.reading]
+    world = generate_world(scale=args.scale, seed=args.seed, reading=reading)
+    with ApiSimulator(world, reading=reading, latency=args.latency_ms / 1000) as sim:
         # Never the configured warehouse: this file holds a simulated world and is recreated.
         db: Path = args.duckdb or DEFAULT_DB
         db.parent.mkdir(parents=True, exist_ok=True)
@@ -67,6 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     for diff in diffs.values():
         flag = "" if diff.exact else f"   <-- {diff.missing} missing, {diff.unexpected} unexpected"
         print(f"{diff.table:<24}{diff.loaded:>16}{diff.expected:>17}{flag}")
+    with duckdb.connect(str(db), read_only=True) as con:
+        print(f"\n{'analytics table':<24}{'rows in DuckDB':>16}")
+        for table in ANALYTICS_TABLES:
+            rows = con.execute(f"SELECT count(*) FROM analytics.{table}").fetchone()
+            print(f"{table:<24}{rows[0] if rows else 0:>16}")
     print(
         f"\n{requests} API requests in {elapsed:.1f} s; the tables are in schema analytics of {db}"
     )
