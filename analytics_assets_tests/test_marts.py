@@ -129,7 +129,7 @@ def test_marts_match_hand_computed_numbers(
         monkeypatch.setenv("SOURCES__ANALYTICS_API__BASE_URL", sim.base_url)
         monkeypatch.setenv("API_TOKEN", DEFAULT_TOKEN)
         result = dg.materialize(
-            [build_analytics_assets(), *marts.MARTS, *marts.MART_CHECKS],
+            [build_analytics_assets(), *marts.MARTS],
             resources={"dlt": DagsterDltResource()},
         )
     assert result.success
@@ -158,12 +158,17 @@ def test_marts_match_hand_computed_numbers(
         ("2024-06-30", "client.publish.failed", 1),
         ("2024-07-01", "client.publish.failed", 1),
     ]
-    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    checks = {
+        e.check_name: e.passed
+        for e in result.get_asset_check_evaluations()
+        if e.asset_key.path[-1] in marts.MARTS_BY_NAME
+    }
     assert checks == {
         "peer_minutes_add_up": True,
         "unmuted_within_track_lifetime": True,
         "client_errors_add_up": True,
     }
+    assert all(e.passed for e in result.get_asset_check_evaluations())  # no recordings: no rows
     charts = {
         e.materialization.asset_key.path[-1]: e.materialization.metadata.get("chart")
         for e in result.get_asset_materialization_events()
@@ -187,7 +192,7 @@ def test_mart_checks_fail_on_bad_data(
         con.execute("UPDATE analytics.client_errors_daily SET errors = errors + 1")
         con.execute("UPDATE analytics.peer_minutes_daily SET peer_minutes = -1 WHERE stays = 1")
     result = dg.materialize(
-        [*marts.MARTS, *marts.MART_CHECKS],
+        [*marts.MARTS],
         selection=dg.AssetSelection.all_asset_checks(),
     )
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}

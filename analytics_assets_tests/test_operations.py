@@ -22,7 +22,7 @@ from dagster_dlt import DagsterDltResource
 from analytics_assets.definitions import defs
 from analytics_assets.defs.alerts import WEBHOOK_ENV, redact, report_failed_runs
 from analytics_assets.defs.assets import build_analytics_assets
-from analytics_assets.defs.checks import PK_CHECK, ROOM_CHECK, warehouse_checks
+from analytics_assets.defs.checks import PK_CHECK, ROOM_CHECK
 from analytics_assets.simulator import ApiSimulator, FaultPlan, World
 from analytics_assets.simulator.expected import compare
 from analytics_assets.simulator.world import parse_iso
@@ -153,7 +153,7 @@ def test_checks_pass_on_a_good_load_and_fail_on_bad_data(
     api: ApiSimulator, world: World, warehouse: Path
 ) -> None:
     result = dg.materialize(
-        [build_analytics_assets(), warehouse_checks],
+        [build_analytics_assets()],
         selection=[dg.AssetKey(["analytics", t]) for t in ("rooms", "active_room_peers")],
         resources={"dlt": DagsterDltResource()},
     )
@@ -177,7 +177,7 @@ def test_checks_pass_on_a_good_load_and_fail_on_bad_data(
         ]
     ]
     result = dg.materialize(
-        [build_analytics_assets(), warehouse_checks],
+        [build_analytics_assets()],
         selection=dg.AssetSelection.checks(*checks),
         resources={"dlt": DagsterDltResource()},
     )

@@ -300,3 +300,36 @@ def test_two_days_of_the_projects_jobs_leave_every_table_exact(
             " AND e.timestamp >= t.window_start AND e.timestamp < t.window_end)"
         ).fetchone()
     assert short == (0,)
+
+
+def test_start_date_bounds_the_first_load_and_refreshes_carry_on(
+    api: ApiSimulator, world: World, warehouse: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`start_date`: rooms and sessions created since then, and the events those need."""
+    first_clock = world.clock
+    start = world.clock - timedelta(days=20)
+    monkeypatch.setenv("SOURCES__ANALYTICS_API__START_DATE", start.strftime("%Y-%m-%d"))
+    day = datetime(start.year, start.month, start.day, tzinfo=start.tzinfo)
+    assert materialize().success
+    rooms = {r["id"] for r in world.rooms if parse_iso(r["created_at"]) >= day}
+    sessions = {s["id"] for s in world.sessions if parse_iso(s["created_at"]) >= day}
+    needed = rooms | {s["room_id"] for s in world.sessions if s["id"] in sessions}
+    assert 0 < len(rooms) < len(world.rooms) and 0 < len(sessions) < len(world.sessions)
+    assert {r[0] for r in query(warehouse, "SELECT id FROM analytics.rooms")} == rooms
+    assert {r[0] for r in query(warehouse, "SELECT id FROM analytics.sessions")} == sessions
+    asked = {r.params["room_id"][0] for r in api.requests_to("/v2/analytics/events")}
+    assert asked == needed
+    events = {r[0] for r in query(warehouse, "SELECT id FROM analytics.analytics_events")}
+    assert events == {e["id"] for e in world.retained_events() if e["data"]["room_id"] in needed}
+    # What it cannot bound: templates and recordings have no time filter.
+    assert compare(warehouse, world)["templates"].exact
+    assert compare(warehouse, world)["recordings"].exact
+    assert all(r.params.get("after") for r in api.requests_to("/v2/rooms"))
+    # Refreshes carry on from there.
+    with api.moving():
+        world.advance(activity=0.04)
+    api.reset_requests()
+    run_job("activity_refresh")
+    new = {s["id"] for s in world.sessions if parse_iso(s["created_at"]) >= first_clock}
+    loaded = {r[0] for r in query(warehouse, "SELECT id FROM analytics.sessions")}
+    assert new and new <= loaded and not (loaded - sessions - new)

@@ -121,8 +121,10 @@ def test_quirk_a_cursor_that_loops_stops_with_an_error_naming_the_endpoint(
     ):
         _load(sim, warehouse)
     assert any(isinstance(e, RepeatingCursorError) for e in _chain(err.value))
-    assert re.search(r"GET http://127\.0\.0\.1:\d+/v2/\w+", str(err.value))
-    assert len(sim.requests) < 40
+    looping = re.search(r"GET http://127\.0\.0\.1:\d+(/v2/\w+)", str(err.value))
+    assert looping
+    # It stopped at the page that showed the loop (other tables' requests ran meanwhile).
+    assert len(sim.requests_to(looping.group(1))) <= 4
 
 
 @pytest.mark.parametrize(

@@ -19,14 +19,16 @@ from dagster_dlt.translator import DltResourceTranslatorData
 from dlt.extract import DltSource
 from dlt.pipeline.exceptions import PipelineStepFailed
 
+from analytics_assets.defs.checks import WAREHOUSE_CHECK_SPECS, warehouse_checks
+from analytics_assets.defs.keys import WAREHOUSE_POOL, asset_key, warehouse_kinds
 from analytics_assets.defs.warehouse import (
     choose_file_formats,
-    destination_type,
     event_counts,
     existing_tables,
     inherited_cursors,
     prune_stale_workdirs,
     run_pipeline,
+    sql_client,
     warehouse_lock,
 )
 from analytics_assets.source.settings import (
@@ -38,20 +40,6 @@ from analytics_assets.source.settings import (
 )
 
 GROUP_NAME = "analytics_api"
-#: Steps that use the warehouse share this pool; `dagster_home/dagster.yaml` limits it to one
-#: step at a time, as DuckDB takes one writer.
-WAREHOUSE_POOL = "analytics_warehouse"
-
-
-def asset_key(table: str) -> dg.AssetKey:
-    """The one key scheme: `analytics/<table>`."""
-    return dg.AssetKey([DATASET_NAME, table])
-
-
-def warehouse_kinds(*extra: str) -> set[str]:
-    """The kinds shown on an asset: what made it, and the destination in use."""
-    return {*extra, destination_type()}
-
 
 RAW_SPECS = [
     dg.AssetSpec(
@@ -116,6 +104,7 @@ def run_load(
     dlt: DagsterDltResource,
     source: DltSource,
     pipeline: Any,
+    client: Any,
 ) -> Iterator[dg.MaterializeResult[Any]]:
     """Run dlt for the selected assets, then report rows loaded and the table's row count.
 
@@ -144,19 +133,32 @@ def run_load(
         ) from exc
     finally:
         source_log.removeHandler(handler)
-    counts = table_row_counts(pipeline, [r.asset_key.path[-1] for r in results if r.asset_key])
+    counts = table_row_counts(client, [r.asset_key.path[-1] for r in results if r.asset_key])
     added = new_columns(pipeline)
+    seconds = dlt_step_seconds(pipeline)
     for result in results:
         assert result.asset_key is not None
         table = result.asset_key.path[-1]
         metadata = dict(result.metadata or {})
         metadata.setdefault("rows_loaded", dg.MetadataValue.int(0))
+        # The load shared by every table of the run: how long dlt spent on each step.
+        metadata["dlt_seconds"] = dg.MetadataValue.json(seconds)
         metadata["dagster/row_count"] = dg.MetadataValue.int(counts.get(table, 0))
         if added.get(table):
             # Schema drift made visible: a field the API started to send, or a type change
             # (dlt keeps the value in a variant column such as `<name>__v_text`).
             metadata["new_columns"] = dg.MetadataValue.json(added[table])
         yield dg.MaterializeResult(asset_key=result.asset_key, metadata=metadata)
+
+
+def dlt_step_seconds(pipeline: Any) -> dict[str, float]:
+    """Seconds dlt spent extracting, normalizing and loading in this run (from its trace)."""
+    trace = pipeline.last_trace
+    return {
+        step.step: round((step.finished_at - step.started_at).total_seconds(), 3)
+        for step in (trace.steps if trace else [])
+        if step.step in ("extract", "normalize", "load") and step.finished_at
+    }
 
 
 def new_columns(pipeline: Any) -> dict[str, list[str]]:
@@ -177,18 +179,17 @@ def new_columns(pipeline: Any) -> dict[str, list[str]]:
     return added
 
 
-def table_row_counts(pipeline: Any, tables: list[str]) -> dict[str, int]:
+def table_row_counts(client: Any, tables: list[str]) -> dict[str, int]:
     """Row counts read from the destination, for the tables that exist there."""
-    with pipeline.sql_client() as client:
-        existing = existing_tables(client)
-        present = [t for t in tables if t in existing]
-        if not present:
-            return {}
-        union = " UNION ALL ".join(
-            f"SELECT '{t}', count(*) FROM {client.make_qualified_table_name(t)}" for t in present
-        )
-        with client.execute_query(union) as cursor:
-            return {row[0]: int(row[1]) for row in cursor.fetchall()}
+    existing = existing_tables(client)
+    present = [t for t in tables if t in existing]
+    if not present:
+        return {}
+    union = " UNION ALL ".join(
+        f"SELECT '{t}', count(*) FROM {client.make_qualified_table_name(t)}" for t in present
+    )
+    with client.execute_query(union) as cursor:
+        return {row[0]: int(row[1]) for row in cursor.fetchall()}
 
 
 class RefreshConfig(dg.Config):
@@ -208,14 +209,26 @@ def build_analytics_assets(
     """The multi-asset of the eight raw tables. The source is built anew for every run
     (dagster issue 34052: reusing one across materializations corrupts its schema)."""
 
-    @dg.multi_asset(specs=RAW_SPECS, can_subset=True, name="analytics_api", pool=WAREHOUSE_POOL)
+    @dg.multi_asset(
+        specs=RAW_SPECS,
+        # Checked in the same step, on the load's own connection, right after it.
+        check_specs=WAREHOUSE_CHECK_SPECS,
+        can_subset=True,
+        name="analytics_api",
+        pool=WAREHOUSE_POOL,
+    )
     def analytics_api_assets(
         context: dg.AssetExecutionContext, dlt: DagsterDltResource, config: RefreshConfig
-    ) -> Iterator[dg.MaterializeResult[Any]]:
+    ) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
         from analytics_assets.source import analytics_api
 
         make_source = source_factory or analytics_api
         tables = sorted(key.path[-1] for key in context.selected_asset_keys)
+        checks = context.selected_asset_check_keys
+        if not tables:  # only checks selected
+            with sql_client() as client:
+                yield from warehouse_checks(client, checks)
+            return
         prune_stale_workdirs()
         with (
             warehouse_lock(tables),
@@ -228,6 +241,8 @@ def build_analytics_assets(
                 event_counts=event_counts(pipeline),
                 inherited_state=inherited_cursors(pipeline, tables),
             )
-            yield from run_load(context, dlt, source, pipeline)
+            with pipeline.sql_client() as client:  # one connection for the counts and checks
+                yield from run_load(context, dlt, source, pipeline, client)
+                yield from warehouse_checks(client, checks)
 
     return analytics_api_assets

@@ -17,13 +17,14 @@ only a hand edit.
 """
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
 import dagster as dg
 
-from analytics_assets.defs.assets import WAREHOUSE_POOL, asset_key, warehouse_kinds
+from analytics_assets.defs.keys import WAREHOUSE_POOL, asset_key, warehouse_kinds
 from analytics_assets.defs.warehouse import sql_client, warehouse_lock
 from analytics_assets.source.settings import ERROR_EVENT_TYPES
 
@@ -80,16 +81,15 @@ def _names(client: Any) -> dict[str, str]:
     return {name: client.make_qualified_table_name(name) for name in RAW_TABLES + MART_TABLES}
 
 
-def rebuild(table: str, select: str) -> tuple[int, list[tuple[Any, ...]]]:
+def rebuild(client: Any, table: str, select: str) -> tuple[int, list[tuple[Any, ...]]]:
     """Replace `table` with the result of `select`, in one transaction; return its rows."""
-    with warehouse_lock([table]), sql_client() as client:
-        target = client.make_qualified_table_name(table)
-        sql = select.format(**_names(client))
-        with client.begin_transaction():
-            client.execute_sql(f"DROP TABLE IF EXISTS {target}")
-            client.execute_sql(f"CREATE TABLE {target} AS {sql}")
-        with client.execute_query(f"SELECT * FROM {target}") as cursor:
-            rows = [tuple(r) for r in cursor.fetchall()]
+    target = client.make_qualified_table_name(table)
+    sql = select.format(**_names(client))
+    with client.begin_transaction():
+        client.execute_sql(f"DROP TABLE IF EXISTS {target}")
+        client.execute_sql(f"CREATE TABLE {target} AS {sql}")
+    with client.execute_query(f"SELECT * FROM {target}") as cursor:
+        rows = [tuple(r) for r in cursor.fetchall()]
     return len(rows), rows
 
 
@@ -100,27 +100,6 @@ def bar_chart(title: str, rows: list[tuple[str, float]], unit: str, width: int =
     for label, value in rows:
         lines.append(f"| {label} | {value:,.1f} | `{'█' * max(1, round(width * value / peak))}` |")
     return "\n".join(lines)
-
-
-def _mart(
-    name: str, sql: str, upstream: list[str], description: str, chart: Callable[..., str] | None
-) -> dg.AssetsDefinition:
-    @dg.asset(
-        key=asset_key(name),
-        deps=[asset_key(t) for t in upstream],
-        group_name=GROUP_NAME,
-        description=description,
-        kinds=warehouse_kinds("sql"),
-        pool=WAREHOUSE_POOL,
-    )
-    def mart() -> dg.MaterializeResult[Any]:
-        count, rows = rebuild(name, sql)
-        metadata: dict[str, Any] = {"dagster/row_count": dg.MetadataValue.int(count)}
-        if chart is not None:
-            metadata["chart"] = dg.MetadataValue.md(chart(rows))
-        return dg.MaterializeResult(metadata=metadata)
-
-    return mart
 
 
 def _peer_minutes_chart(rows: list[tuple[Any, ...]]) -> str:
@@ -140,34 +119,46 @@ def _errors_chart(rows: list[tuple[Any, ...]]) -> str:
     return bar_chart("Client errors by type", sorted(per_type.items()), "errors")
 
 
-peer_minutes_daily = _mart(
-    "peer_minutes_daily",
-    PEER_MINUTES_SQL,
-    ["sessions"],
-    "Minutes peers spent in each room per day (room_id, day, stays, peer_minutes).",
-    _peer_minutes_chart,
-)
-unmuted_time = _mart(
-    "unmuted_time",
-    UNMUTED_SQL,
-    ["analytics_events"],
-    "Seconds each peer was unmuted, per track type (room_id, session_id, peer_id, track_type, "
-    "tracks, unmuted_seconds), from track add/update/remove events.",
-    None,
-)
-client_errors_daily = _mart(
-    "client_errors_daily",
-    CLIENT_ERRORS_SQL,
-    ["analytics_events"],
-    "Client errors per day and type (day, error_type, errors): the reference's error events.",
-    _errors_chart,
-)
-
-MARTS = [peer_minutes_daily, unmuted_time, client_errors_daily]
+@dataclass(frozen=True)
+class Mart:
+    name: str
+    sql: str
+    upstream: list[str]
+    description: str
+    chart: Callable[[list[tuple[Any, ...]]], str] | None = None
 
 
-def _rows(sql: str) -> list[tuple[Any, ...]]:
-    with sql_client() as client, client.execute_query(sql.format(**_names(client))) as cursor:
+MARTS_BY_NAME = {
+    mart.name: mart
+    for mart in (
+        Mart(
+            "peer_minutes_daily",
+            PEER_MINUTES_SQL,
+            ["sessions"],
+            "Minutes peers spent in each room per day (room_id, day, stays, peer_minutes).",
+            _peer_minutes_chart,
+        ),
+        Mart(
+            "unmuted_time",
+            UNMUTED_SQL,
+            ["analytics_events"],
+            "Seconds each peer was unmuted, per track type (room_id, session_id, peer_id, "
+            "track_type, tracks, unmuted_seconds), from track add/update/remove events.",
+        ),
+        Mart(
+            "client_errors_daily",
+            CLIENT_ERRORS_SQL,
+            ["analytics_events"],
+            "Client errors per day and type (day, error_type, errors): the reference's error "
+            "events.",
+            _errors_chart,
+        ),
+    )
+}
+
+
+def _rows(client: Any, sql: str) -> list[tuple[Any, ...]]:
+    with client.execute_query(sql.format(**_names(client))) as cursor:
         return [tuple(row) for row in cursor.fetchall()]
 
 
@@ -203,25 +194,19 @@ def _result(wrong: list[str], checked: int, **extra: Any) -> dg.AssetCheckResult
     )
 
 
-@dg.asset_check(
-    asset=peer_minutes_daily,
-    description=(
-        "Every (room, day) agrees with the raw peers' stays, recomputed in Python (peers joined "
-        "to sessions by their own session_id); no stay is negative."
-    ),
-)
-def peer_minutes_add_up() -> dg.AssetCheckResult:
+def peer_minutes_add_up(client: Any) -> dg.AssetCheckResult:
     mart = {
         (room, str(day)): (float(stays), float(minutes))
         for room, day, stays, minutes in _rows(
-            "SELECT room_id, day, stays, peer_minutes FROM {peer_minutes_daily}"
+            client, "SELECT room_id, day, stays, peer_minutes FROM {peer_minutes_daily}"
         )
     }
     stays: Counter[tuple[str, str]] = Counter()
     minutes: Counter[tuple[str, str]] = Counter()
     for room, joined, left in _rows(
+        client,
         "SELECT s.room_id, p.joined_at, p.left_at FROM {sessions__peers} p "
-        "JOIN {sessions} s ON s.id = p.session_id WHERE p.left_at IS NOT NULL"
+        "JOIN {sessions} s ON s.id = p.session_id WHERE p.left_at IS NOT NULL",
     ):
         key = (room, str(_utc_day(joined)))
         stays[key] += 1
@@ -232,12 +217,9 @@ def peer_minutes_add_up() -> dg.AssetCheckResult:
     return _result(wrong, len(recomputed), negative_rows=negative)
 
 
-@dg.asset_check(
-    asset=unmuted_time,
-    description="Unmuted time is never negative nor longer than the track lived.",
-)
-def unmuted_within_track_lifetime() -> dg.AssetCheckResult:
+def unmuted_within_track_lifetime(client: Any) -> dg.AssetCheckResult:
     too_long = _rows(
+        client,
         """
         SELECT count(*) FROM {unmuted_time} u JOIN (
             SELECT data__peer_id AS peer_id, data__type AS track_type,
@@ -246,29 +228,99 @@ def unmuted_within_track_lifetime() -> dg.AssetCheckResult:
             GROUP BY data__peer_id, data__type
         ) t ON t.peer_id = u.peer_id AND t.track_type = u.track_type
         WHERE u.unmuted_seconds < 0 OR u.unmuted_seconds > t.lived * u.tracks + 0.001
-        """
+        """,
     )[0][0]
     return dg.AssetCheckResult(passed=too_long == 0, metadata={"rows_out_of_bounds": int(too_long)})
 
 
-@dg.asset_check(
-    asset=client_errors_daily,
-    description="Every (day, type) agrees with the raw error events, counted again in Python.",
-)
-def client_errors_add_up() -> dg.AssetCheckResult:
+def client_errors_add_up(client: Any) -> dg.AssetCheckResult:
     mart = {
         (str(day), kind): (float(errors),)
-        for day, kind, errors in _rows("SELECT day, error_type, errors FROM {client_errors_daily}")
+        for day, kind, errors in _rows(
+            client, "SELECT day, error_type, errors FROM {client_errors_daily}"
+        )
     }
+    # Every client event is an error event in the reference: counted from the raw table with
+    # no list of types shared with the mart's SQL.
     counted: Counter[tuple[str, str]] = Counter(
         (str(_utc_day(at)), kind)
-        for at, kind in _rows('SELECT "timestamp", type FROM {analytics_events}')
-        if kind in ERROR_EVENT_TYPES
+        for at, kind in _rows(
+            client, "SELECT \"timestamp\", type FROM {analytics_events} WHERE type LIKE 'client.%'"
+        )
     )
     recomputed = {key: (float(n),) for key, n in counted.items()}
     return _result(_differences(mart, recomputed), len(recomputed))
 
 
-MART_CHECKS = [peer_minutes_add_up, unmuted_within_track_lifetime, client_errors_add_up]
+#: (check, asset, what it checks, how)
+_CHECKS: list[tuple[str, str, str, Callable[[Any], dg.AssetCheckResult]]] = [
+    (
+        "peer_minutes_add_up",
+        "peer_minutes_daily",
+        "Every (room, day) agrees with the raw peers' stays, recomputed in Python (peers joined "
+        "to sessions by their own session_id); no stay is negative.",
+        peer_minutes_add_up,
+    ),
+    (
+        "unmuted_within_track_lifetime",
+        "unmuted_time",
+        "Unmuted time is never negative nor longer than the track lived.",
+        unmuted_within_track_lifetime,
+    ),
+    (
+        "client_errors_add_up",
+        "client_errors_daily",
+        "Every (day, type) agrees with the raw client events, counted again in Python.",
+        client_errors_add_up,
+    ),
+]
 
-defs = dg.Definitions(assets=MARTS, asset_checks=MART_CHECKS)
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            key=asset_key(mart.name),
+            deps=[asset_key(t) for t in mart.upstream],
+            group_name=GROUP_NAME,
+            description=mart.description,
+            kinds=warehouse_kinds("sql"),
+        )
+        for mart in MARTS_BY_NAME.values()
+    ],
+    check_specs=[
+        dg.AssetCheckSpec(name, asset=asset_key(asset), description=description)
+        for name, asset, description, _ in _CHECKS
+    ],
+    name="analytics_marts",
+    can_subset=True,
+    pool=WAREHOUSE_POOL,
+)
+def analytics_marts(
+    context: dg.AssetExecutionContext,
+) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
+    """The selected analytics, rebuilt one after another in one step on one connection, then
+    their checks."""
+    selected = sorted(context.selected_asset_keys, key=str)
+    checks = {(key.asset_key.path[-1], key.name) for key in context.selected_asset_check_keys}
+    with warehouse_lock([key.path[-1] for key in selected]), sql_client() as client:
+        for key in selected:
+            mart = MARTS_BY_NAME[key.path[-1]]
+            count, rows = rebuild(client, mart.name, mart.sql)
+            metadata: dict[str, Any] = {"dagster/row_count": dg.MetadataValue.int(count)}
+            if mart.chart is not None:
+                metadata["chart"] = dg.MetadataValue.md(mart.chart(rows))
+            yield dg.MaterializeResult(asset_key=key, metadata=metadata)
+        for name, asset, _, check in _CHECKS:
+            if (asset, name) in checks:
+                result = check(client)
+                yield dg.AssetCheckResult(
+                    asset_key=asset_key(asset),
+                    check_name=name,
+                    passed=result.passed,
+                    metadata=result.metadata,
+                )
+
+
+MARTS = [analytics_marts]
+
+defs = dg.Definitions(assets=MARTS)

@@ -8,7 +8,7 @@ with it. The schedules are created stopped: turn them on in `dagster dev` under 
 
 import dagster as dg
 
-from analytics_assets.defs.assets import asset_key
+from analytics_assets.defs.keys import asset_key
 from analytics_assets.defs.marts import MART_TABLES
 
 LIVE_TABLES = ["active_room_peers"]

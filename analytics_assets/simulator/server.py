@@ -241,9 +241,22 @@ class ApiSimulator:
 
     def stats(self) -> dict[str, Any]:
         """Requests received so far, for a benchmark that runs the simulator in another process
-        (`GET /_simulator/stats`)."""
+        (`GET /_simulator/stats`): their number, the most answered at once, and the longest
+        chain of pages that had to be asked one after another (the requests of one listing,
+        which differ only in `start`)."""
         with self.lock:
-            return {"requests": len(self.requests), "max_in_flight": self.max_in_flight}
+            chains: dict[str, int] = {}
+            for request in self.requests:
+                if request.status != 200:
+                    continue
+                rest = sorted((k, v) for k, v in request.params.items() if k != "start")
+                key = f"{request.path}?{rest}"
+                chains[key] = chains.get(key, 0) + 1
+            return {
+                "requests": len(self.requests),
+                "max_in_flight": self.max_in_flight,
+                "longest_chain": max(chains.values(), default=0),
+            }
 
     def reset_requests(self) -> None:
         with self.lock:
@@ -419,8 +432,12 @@ class ApiSimulator:
         offset = _decode_next(params["start"][0], room_id) if "start" in params else 0
         page = events[offset : offset + limit]
         more = offset + limit < len(events)
-        if self.endless_pages and events:  # a broken API: a fresh `next` on every page, forever
-            page, more = [events[(offset + i) % len(events)] for i in range(limit)], True
+        if self.endless_pages and events:  # a broken API: a fresh page, and `next`, forever
+            page = [
+                {**events[(offset + i) % len(events)], "id": f"endless-{offset + i}"}
+                for i in range(limit)
+            ]
+            more = True
         return {
             "limit": limit,
             "total": len(events),

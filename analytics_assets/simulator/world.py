@@ -25,7 +25,7 @@ from analytics_assets.simulator.readings import LENIENT, Reading
 DEFAULT_CLOCK = datetime(2024, 7, 1, 12, 0, 0, tzinfo=UTC)
 #: The API keeps analytics events this long.
 EVENT_RETENTION = timedelta(days=30)
-#: Days of history a default world has (rooms created over them, sessions spread over them).
+#: Days over which a world's rooms were created (its recent past).
 DEFAULT_HISTORY_DAYS = 60
 
 ROLES = ("host", "guest", "viewer", "teacher", "student")
@@ -79,6 +79,8 @@ class World:
     late_events: bool = False
     #: peer id -> the track data of its add event, to close the tracks when the peer leaves.
     tracks: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    #: Rooms of a longer past (`generate_world(history=...)`) that `advance()` leaves quiet.
+    dormant: set[str] = field(default_factory=set)
 
     # ---- ids -------------------------------------------------------------------------------
     def object_id(self, at: datetime) -> str:
@@ -418,7 +420,8 @@ class World:
         rng = self.rng
         start = self.clock
         self.clock = start + timedelta(hours=hours)
-        n = max(1, round(activity * len(self.rooms)))
+        rooms = [room for room in self.rooms if room["id"] not in self.dormant]
+        n = max(1, round(activity * len(rooms)))
         changed = {"new_rooms": 0, "new_sessions": 0, "ended_sessions": 0, "sessionless_errors": 0}
         live = [s for s in self.sessions if s["active"]]
         span = max(1, int(hours * 50))
@@ -428,21 +431,22 @@ class World:
         for _ in range(max(1, n // 4)):
             self.add_room(start + timedelta(minutes=rng.randint(0, 30)))
             changed["new_rooms"] += 1
-        idle = [r for r in self.rooms if self.live_session(r["id"]) is None]
+        rooms = [room for room in self.rooms if room["id"] not in self.dormant]
+        idle = [r for r in rooms if self.live_session(r["id"]) is None]
         for room in rng.sample(idle, k=min(n, len(idle))):
             when = max(start, parse_iso(room["created_at"])) + timedelta(minutes=rng.randint(1, 5))
             self.add_session(room, when, live=rng.random() < 0.3)
             changed["new_sessions"] += 1
         if self.sessionless_errors:
-            for room in rng.sample(self.rooms, k=max(1, n // 4)):
+            for room in rng.sample(rooms, k=max(1, n // 4)):
                 when = max(start, parse_iso(room["created_at"])) + timedelta(
                     minutes=rng.randint(1, 55)
                 )
                 self.add_sessionless_error(room, min(when, self.clock))
                 changed["sessionless_errors"] += 1
-        for room in rng.sample(self.rooms, k=min(renamed, len(self.rooms))):
+        for room in rng.sample(rooms, k=min(renamed, len(rooms))):
             room["name"] = f"{room['name']}-renamed"
-        for room in rng.sample([r for r in self.rooms if r["enabled"]], k=disabled):
+        for room in rng.sample([r for r in rooms if r["enabled"]], k=disabled):
             room["enabled"] = False
         changed.update(renamed=renamed, disabled=disabled)
         self._release(self.clock)
@@ -485,14 +489,18 @@ def generate_world(
     clock: datetime = DEFAULT_CLOCK,
     *,
     reading: Reading = LENIENT,
-    history_days: int = DEFAULT_HISTORY_DAYS,
+    history: int = 1,
 ) -> World:
     """A workspace with `scale` rooms, their sessions, recordings and events.
 
     About one room in sixteen has a live session (the only rooms with active peers); rooms were
-    created over the `history_days` before `clock` (60 by default), so part of the event history
-    is already past the API's 30-day retention. A longer history gives each room proportionally
-    more past sessions; the activity around `clock` stays the same.
+    created over the 60 days before `clock`, so part of the event history is already past the
+    API's 30-day retention.
+
+    `history` > 1 gives the same workspace a longer past: (history - 1) x `scale` older rooms,
+    created over the (history - 1) x 60 days before those, with sessions, recordings and events
+    of their own, all long over. They stay quiet (`advance()` leaves them be), and everything
+    recent is identical to the world of history 1: the same activity, more history.
     """
     world = World(
         seed=seed,
@@ -502,32 +510,46 @@ def generate_world(
         late_events=reading.late_events,
     )
     rng = world.rng
-    start = clock - timedelta(days=history_days + 30)
+    window = timedelta(days=DEFAULT_HISTORY_DAYS)
+    start = clock - window - timedelta(days=30)
     for i in range(max(2, scale // 40)):
         world.add_template(start + timedelta(hours=i))
-    span = (history_days - 1) * 86400
-    room_times = sorted(
-        clock - timedelta(days=history_days) + timedelta(seconds=rng.randint(0, span))
-        for _ in range(scale)
-    )
-    most_sessions = max(3, round(3 * history_days / DEFAULT_HISTORY_DAYS))
+    _add_rooms(world, scale, clock - window, clock)
+    if history > 1:
+        recent_rng = rng.getstate()
+        rng.seed(seed + 1_000_003)
+        older = clock - window * history
+        _add_rooms(world, scale * (history - 1), older, clock - window, past_only=True)
+        world.dormant = {room["id"] for room in world.rooms[scale:]}
+        rng.setstate(recent_rng)
+    _sort(world)
+    return world
+
+
+def _add_rooms(
+    world: World, count: int, since: datetime, until: datetime, *, past_only: bool = False
+) -> None:
+    """`count` rooms created between `since` and `until`, each with up to three sessions (and,
+    now and then, a live one), and errors without a session under that reading. `past_only`:
+    sessions all end before `until`, none live."""
+    rng = world.rng
+    clock = world.clock
+    span = int((until - since).total_seconds()) - 86400
+    room_times = sorted(since + timedelta(seconds=rng.randint(0, span)) for _ in range(count))
+    horizon = until if past_only else clock - timedelta(hours=2)
     for created in room_times:
         room = world.add_room(created)
         when = created + timedelta(minutes=rng.randint(5, 600))
-        for _ in range(rng.randint(0, most_sessions)):
-            if when >= clock - timedelta(hours=2):
+        for _ in range(rng.randint(0, 3)):
+            if when >= horizon - timedelta(hours=2 if past_only else 0):
                 break
             session = world.add_session(room, when, live=False)
             when = parse_iso(session["updated_at"]) + timedelta(hours=rng.randint(1, 200))
-        if rng.random() < 0.06:
+        if not past_only and rng.random() < 0.06:
             world.add_session(room, clock - timedelta(minutes=rng.randint(1, 50)), live=True)
         if world.sessionless_errors and rng.random() < 0.1:
-            since_created = (clock - created).total_seconds()
-            world.add_sessionless_error(
-                room, created + timedelta(seconds=rng.randint(0, int(since_created)))
-            )
-    _sort(world)
-    return world
+            seconds = int((horizon - created).total_seconds())
+            world.add_sessionless_error(room, created + timedelta(seconds=rng.randint(0, seconds)))
 
 
 def _sort(world: World) -> None:

@@ -18,17 +18,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from analytics_assets.source.shapes import parse_timestamp
 
-def parse_time(value: str) -> datetime:
-    """The API's timestamps vary in fraction digits (`.65Z`, `.783118980Z`): compare as times.
-    Python keeps microseconds, so digits beyond them are dropped."""
-    text = value.replace("Z", "+00:00")
-    if "." in text:
-        head, rest = text.split(".", 1)
-        zone = rest.lstrip("0123456789")
-        digits = rest[: len(rest) - len(zone)]
-        text = f"{head}.{(digits + '000000')[:6]}{zone}"
-    return datetime.fromisoformat(text)
+
+def parse_time(value: str | datetime) -> datetime:
+    """The API's timestamps vary in fraction digits (`.65Z`, `.783118980Z`): compare as times."""
+    return value if isinstance(value, datetime) else parse_timestamp(value)
 
 
 def format_time(value: datetime) -> str:

@@ -18,8 +18,9 @@ REQUEST_TIMEOUT = 60.0
 #: named has passed, and several windows can follow one another.
 RATE_LIMIT_MAX_WAIT = 300.0
 
-#: Child requests (peers, settings, destinations, events) in flight at once.
-WORKERS = 8
+#: Child requests (peers, settings, destinations, events, recordings) in flight at once, beside
+#: one request per listing paging. A 429 pauses them all; lower it if the API asks often.
+WORKERS = 10
 #: A listing with more pages than this is taken for an API that pages forever.
 MAX_PAGES = 10_000
 

@@ -3,7 +3,9 @@ grows a column per id (TRAPS: an unbounded schema that made normalizing 100x slo
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 
@@ -38,3 +40,35 @@ def destination_rows(template_id: str, destinations: dict[str, Any]) -> Iterator
     for kind, entries in destinations.items():
         for key, destination in (entries or {}).items():
             yield {**destination, "template_id": template_id, "kind": kind, "key": key}
+
+
+#: An ISO 8601 date-time as the API writes them: `2024-07-17T11:05:59.736511342Z`.
+_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)")
+
+
+def with_timestamps(value: Any) -> Any:
+    """The value with every ISO date-time string made a `datetime` (to the microsecond), in
+    nested objects and lists too.
+
+    dlt would detect these strings as timestamps and parse each one again when it normalizes,
+    in one thread after every request has ended; parsed here they cost a fraction of that,
+    in the threads that wait on the API anyway. The columns come out the same.
+    """
+    if isinstance(value, str):
+        return parse_timestamp(value) if _TIMESTAMP.fullmatch(value) else value
+    if isinstance(value, dict):
+        return {key: with_timestamps(inner) for key, inner in value.items()}
+    if isinstance(value, list):
+        return [with_timestamps(inner) for inner in value]
+    return value
+
+
+def parse_timestamp(value: str) -> datetime:
+    """Python keeps microseconds: digits beyond them are dropped."""
+    text = value.replace("Z", "+00:00")
+    if "." in text:
+        head, rest = text.split(".", 1)
+        zone = rest.lstrip("0123456789")
+        digits = rest[: len(rest) - len(zone)]
+        text = f"{head}.{(digits + '000000')[:6]}{zone}"
+    return datetime.fromisoformat(text)

@@ -14,7 +14,7 @@ from dlt.extract import DltResource
 
 from analytics_assets.source.client import quote_id
 from analytics_assets.source.run import Run
-from analytics_assets.source.shapes import peer_rows
+from analytics_assets.source.shapes import peer_rows, with_timestamps
 
 
 def active_room_peers(run: Run) -> DltResource:
@@ -29,7 +29,7 @@ def active_room_peers(run: Run) -> DltResource:
     def peers_of(room_id: str) -> list[dict[str, Any]]:
         path = f"/v2/active-rooms/{quote_id(room_id)}/peers"
         body = run.client.get_object(path, missing_ok=True)
-        return peer_rows(room_id, body) if body else []
+        return with_timestamps(peer_rows(room_id, body)) if body else []
 
     @dlt.resource(
         name="active_room_peers",

@@ -20,6 +20,7 @@ from dlt.extract import DltResource
 from analytics_assets.source.cursors import CursorTracker
 from analytics_assets.source.run import Run
 from analytics_assets.source.settings import FINAL_RECORDING_STATUSES
+from analytics_assets.source.shapes import with_timestamps
 
 
 def recordings(run: Run) -> DltResource:
@@ -40,7 +41,7 @@ def recordings(run: Run) -> DltResource:
                     unfinished.pop(recording["id"], None)
                 else:
                     unfinished[recording["id"]] = recording.get("session_id", "")
-            return page
+            return with_timestamps(page)
 
         if settings.sweep:
             for page in run.listing("/v2/recordings"):

@@ -18,6 +18,7 @@ from dlt.extract import DltResource
 
 from analytics_assets.source.cursors import later, parse_time
 from analytics_assets.source.run import Run
+from analytics_assets.source.shapes import with_timestamps
 
 
 def rooms(run: Run) -> DltResource:
@@ -34,7 +35,7 @@ def rooms(run: Run) -> DltResource:
         for page in run.rooms(since):
             for room in page:
                 newest = later(newest, room["created_at"])
-            yield page
+            yield with_timestamps(page)
         if newest:
             state["created"] = newest
 

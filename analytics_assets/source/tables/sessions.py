@@ -14,7 +14,7 @@ from dlt.extract import DltResource
 
 from analytics_assets.source.cursors import CursorTracker
 from analytics_assets.source.run import Run
-from analytics_assets.source.shapes import session_row
+from analytics_assets.source.shapes import session_row, with_timestamps
 
 
 def sessions(run: Run) -> DltResource:
@@ -24,7 +24,7 @@ def sessions(run: Run) -> DltResource:
         for page in run.sessions():
             for session in page:
                 track.observe(session)
-            yield [session_row(session) for session in page]
+            yield [with_timestamps(session_row(session)) for session in page]
         track.commit()
 
     return read

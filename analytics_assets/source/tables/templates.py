@@ -10,13 +10,13 @@ import dlt
 from dlt.extract import DltResource
 
 from analytics_assets.source.run import Run
-from analytics_assets.source.shapes import template_row
+from analytics_assets.source.shapes import template_row, with_timestamps
 
 
 def templates(run: Run) -> DltResource:
     @dlt.resource(name="templates", primary_key="id", write_disposition="merge", parallelized=True)
     def read() -> Iterator[Any]:
         for page in run.listing("/v2/templates"):
-            yield [template_row(template) for template in page]
+            yield [with_timestamps(template_row(template)) for template in page]
 
     return read
