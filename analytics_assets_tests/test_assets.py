@@ -73,6 +73,8 @@ def test_definitions_load_without_any_token_and_create_nothing(tmp_path: Path) -
     home.mkdir()
     env.update(
         HOME=str(home),
+        # The project's committed settings, never a developer's .dlt/secrets.toml.
+        DLT_PROJECT_DIR=os.environ["DLT_PROJECT_DIR"],
         DLT_DATA_DIR=str(tmp_path / "dlt"),
         DESTINATION__DUCKDB__CREDENTIALS=str(tmp_path / "nowhere" / "warehouse.duckdb"),
         DAGSTER_HOME=str(home),

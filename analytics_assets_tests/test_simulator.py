@@ -125,6 +125,16 @@ def test_reading_rooms_enabled_by_default_hides_disabled_rooms(world: World) -> 
         )
 
 
+def test_reading_sessions_active_by_default_hides_ended_sessions(world: World) -> None:
+    live = {s["id"] for s in world.sessions if s["active"]}
+    with ApiSimulator(world, reading=LENIENT.but(sessions_active_by_default=True)) as sim:
+        default = {s["id"] for b in page_through(sim, "/v2/sessions") for s in b["data"]}
+        listed = page_through(sim, "/v2/sessions", active="false")
+        ended = {s["id"] for body in listed for s in body["data"]}
+    assert default == live
+    assert ended == {s["id"] for s in world.sessions} - live
+
+
 @pytest.mark.parametrize("limit", [0, 9, 101, "ten"])
 def test_list_limit_outside_10_to_100_is_a_400(api: ApiSimulator, limit: Any) -> None:
     assert get(api, "/v2/rooms", limit=limit).status_code == 400

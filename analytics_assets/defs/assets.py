@@ -22,6 +22,7 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 from analytics_assets.defs.checks import WAREHOUSE_CHECK_SPECS, warehouse_checks
 from analytics_assets.defs.keys import WAREHOUSE_POOL, asset_key, warehouse_kinds
 from analytics_assets.defs.warehouse import (
+    SHARED_PIPELINE,
     choose_file_formats,
     event_counts,
     existing_tables,
@@ -234,12 +235,18 @@ def build_analytics_assets(
             warehouse_lock(tables),
             run_pipeline(context.run.job_name, context.run_id) as pipeline,
         ):
+            inherited = inherited_cursors(pipeline, tables)
+            if inherited:
+                context.log.info(
+                    f"First run of pipeline {pipeline.pipeline_name}: the cursors of "
+                    f"{', '.join(sorted(inherited))} carried over from pipeline {SHARED_PIPELINE}"
+                )
             source = make_source(
                 tables=tables,
                 full_refresh=config.full_refresh,
                 sweep=config.sweep,
                 event_counts=event_counts(pipeline),
-                inherited_state=inherited_cursors(pipeline, tables),
+                inherited_state=inherited,
             )
             with pipeline.sql_client() as client:  # one connection for the counts and checks
                 yield from run_load(context, dlt, source, pipeline, client)

@@ -119,15 +119,7 @@ def inherited_cursors(pipeline: dlt.Pipeline, tables: Sequence[str]) -> dict[str
     if not missing:
         return {}
     shared = _stored_resources(pipeline, SHARED_PIPELINE)
-    inherited = {t: shared[t] for t in missing if shared.get(t)}
-    if inherited:
-        logger.info(
-            "First run of %s: cursors of %s carried over from pipeline %s",
-            pipeline.pipeline_name,
-            ", ".join(sorted(inherited)),
-            SHARED_PIPELINE,
-        )
-    return inherited
+    return {t: shared[t] for t in missing if shared.get(t)}
 
 
 def _stored_resources(pipeline: dlt.Pipeline, name: str) -> dict[str, Any]:

@@ -28,13 +28,17 @@ class Reading:
     newest_first: bool = False
     #: Rooms' `enabled` filter "Default: true": a listing without it holds enabled rooms only.
     rooms_enabled_by_default: bool = False
+    #: Sessions' `active` filter says "Default: true" too (though its own sample lists ended
+    #: sessions): a listing without it holds the live sessions only.
+    sessions_active_by_default: bool = False
     #: Events without `type` answer 400 (the track and recording pages mark it required).
     events_type_required: bool = False
     #: Error events without `session_id`: a peer that failed to connect or join, in any room,
     #: including rooms that never had a session. A `session_id` filter does not return them.
     sessionless_errors: bool = False
-    #: `beam.recording.success` is listed once the upload ends, up to ~20 hours after the
-    #: session ended; the recording stays `running` until then.
+    #: `beam.recording.success` is listed once the upload ends: minutes to ~20 hours after the
+    #: session ended, and for one recording in ten 26 to 40 hours; the recording stays
+    #: `running` until then.
     late_events: bool = False
     #: A 429 names its wait only in the message ("retry after N seconds"), with no
     #: `Retry-After` header, and every request is answered 429 until the wait has passed.
@@ -55,6 +59,7 @@ STRICT = Reading(
     start_inclusive=True,
     newest_first=True,
     rooms_enabled_by_default=True,
+    sessions_active_by_default=True,
     events_type_required=True,
     sessionless_errors=True,
     late_events=True,

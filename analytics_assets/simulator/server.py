@@ -3,7 +3,8 @@
 It answers the way `shared/api/API_NOTES.md` describes the reference, including its awkward
 parts, so that the pipeline and its tests meet them offline. Where the reference is ambiguous or
 strict, it plays the `Reading` it is given (`readings.py`): `start` inclusive or not, lists
-newest first or oldest first, rooms listed without `enabled` being all rooms or the enabled ones,
+newest first or oldest first, rooms listed without `enabled` being all rooms or the enabled ones
+(sessions without `active`: all, or the live ones),
 events' `type` optional or required, a 429's wait in a header or only in its message.
 
 - bearer auth: the static token, or a management token (HS256 JWT) signed with `app_secret`
@@ -358,6 +359,9 @@ class ApiSimulator:
             and self.reading.rooms_enabled_by_default
         ):
             params = {**params, "enabled": ["true"]}  # "Default: true"
+        live_only = self.reading.sessions_active_by_default
+        if collection == "sessions" and "active" not in params and live_only:
+            params = {**params, "active": ["true"]}  # "Default: true"
         for param, field_name in _LIST_FILTERS[collection].items():
             if param in params:
                 wanted = params[param][0]

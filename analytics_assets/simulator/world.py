@@ -293,11 +293,12 @@ class World:
         """The recording stops with its session; it completes once uploaded, and only then is
         its `beam.recording.success` event listed: seconds later, or hours under late events."""
         recording.update(stopped_at=iso(stopped), updated_at=iso(stopped))
-        delay = (
-            timedelta(minutes=self.rng.randint(10, 20 * 60))
-            if self.late_events
-            else timedelta(seconds=5)
-        )
+        if not self.late_events:
+            delay = timedelta(seconds=5)
+        elif self.rng.random() < 0.9:
+            delay = timedelta(minutes=self.rng.randint(10, 20 * 60))
+        else:  # a long recording's upload: later than a day
+            delay = timedelta(minutes=self.rng.randint(26 * 60, 40 * 60))
         uploaded = stopped + delay
         started = parse_iso(recording["started_at"])
         event = {

@@ -31,7 +31,7 @@ from dlt.sources.helpers.rest_client.client import PageData
 from requests import PreparedRequest, Response
 from requests.adapters import HTTPAdapter
 
-from analytics_assets.source.pagination import ListPaginator, NextPaginator
+from analytics_assets.source.pagination import ListPaginator, NextPaginator, endpoint_of
 from analytics_assets.source.settings import PAGE_SIZE, RETRY_STATUSES
 from analytics_assets.source.tokens import ManagementTokenAuth
 
@@ -61,12 +61,6 @@ class RateLimitedError(AnalyticsApiError):
     """The API kept answering 429 for longer than `rate_limit_max_wait`."""
 
 
-def endpoint_of(request: PreparedRequest | Any) -> str:
-    """`GET https://host/v2/path`: the method and URL without the query (no ids of filters,
-    no tokens)."""
-    return f"{request.method} {str(request.url).split('?', 1)[0]}"
-
-
 def quote_id(value: str) -> str:
     """An id as one path segment: dlt puts values into paths as they are, so `/`, `?`, `#` or a
     space in an id would change the URL."""
@@ -82,9 +76,11 @@ class RateGate:
         self._resume_at = 0.0
 
     def wait(self) -> None:
-        with self._lock:
-            delay = self._resume_at - time.monotonic()
-        if delay > 0:
+        while True:  # another worker may extend the pause while this one sleeps
+            with self._lock:
+                delay = self._resume_at - time.monotonic()
+            if delay <= 0:
+                return
             time.sleep(delay)
 
     def hold(self, seconds: float) -> None:
@@ -151,7 +147,7 @@ class ApiAdapter(HTTPAdapter):
             kwargs["timeout"] = self.timeout
         endpoint = endpoint_of(request)
         failures = 0  # 5xx answers, dropped connections and timeouts so far
-        rate_limited = 0.0  # seconds waited on 429s so far
+        limited_since: float | None = None  # when the first 429 came
         while True:
             self.gate.wait()
             try:
@@ -160,20 +156,24 @@ class ApiAdapter(HTTPAdapter):
                 failures += 1
                 if failures >= self.max_attempts:
                     raise ApiUnreachableError(
-                        f"cannot reach {urlsplit(str(request.url)).netloc} for {endpoint}: "
+                        f"cannot reach {_host(request)} for {endpoint}: "
                         f"{_reason(exc)} ({failures} attempts)"
                     ) from exc
                 self._back_off(endpoint, _reason(exc), failures)
                 continue
             self.clock.observe(response.headers.get("Date"))
             if response.status_code == 429:
+                now = time.monotonic()
+                limited_since = now if limited_since is None else limited_since
+                waited = now - limited_since
                 wait, said = _advertised_wait(response, default=self._backoff(1))
-                wait = min(wait, self.max_retry_delay)
-                if rate_limited + wait > self.rate_limit_max_wait:
+                # At least the backoff (a "retry after 0 seconds" must not spin), at most the cap.
+                wait = min(max(wait, self._backoff(1)), self.max_retry_delay)
+                if waited + wait > self.rate_limit_max_wait:
                     raise RateLimitedError(
-                        f"{endpoint} still answered 429 (rate limit) after {rate_limited:.0f} s "
-                        f"of waiting; giving up past rate_limit_max_wait="
-                        f"{self.rate_limit_max_wait:.0f} s (the API last asked for {said})"
+                        f"{endpoint} still answered 429 (rate limit) after {waited:.0f} s; "
+                        f"giving up past rate_limit_max_wait={self.rate_limit_max_wait:.0f} s "
+                        f"(the API last asked for {said})"
                     )
                 logger.warning(
                     "%s answered 429 (rate limit): every request of this run waits %.1f s, as "
@@ -181,10 +181,9 @@ class ApiAdapter(HTTPAdapter):
                     endpoint,
                     wait,
                     said,
-                    rate_limited,
+                    waited,
                     self.rate_limit_max_wait,
                 )
-                rate_limited += wait
                 self.gate.hold(wait)
                 response.close()
                 continue
@@ -211,6 +210,12 @@ class ApiAdapter(HTTPAdapter):
             self.max_attempts,
         )
         time.sleep(delay)
+
+
+def _host(request: PreparedRequest) -> str:
+    """The host and port, never credentials a URL may carry (`user:password@`)."""
+    url = urlsplit(str(request.url))
+    return f"{url.hostname}:{url.port}" if url.port else str(url.hostname)
 
 
 def _reason(exc: BaseException) -> str:

@@ -5,6 +5,7 @@ to loop where dlt's own paginators would page forever (a cursor that repeats, pa
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from dlt.sources.helpers.rest_client.paginators import BasePaginator
 from requests import Request, Response
@@ -21,8 +22,16 @@ class EndlessPagesError(RuntimeError):
     """More pages than any real listing has: stop rather than page forever."""
 
 
+def endpoint_of(request: Any) -> str:
+    """`GET https://host/v2/path`: the method and URL without the query (no ids of filters,
+    no tokens) and without credentials a URL may carry (`user:password@`)."""
+    url = urlsplit(str(request.url))
+    port = f":{url.port}" if url.port else ""
+    return f"{request.method} {url.scheme}://{url.hostname}{port}{url.path}"
+
+
 def _endpoint(response: Response) -> str:
-    return f"{response.request.method} {str(response.url).split('?', 1)[0]}"
+    return endpoint_of(response.request)
 
 
 class ListPaginator(BasePaginator):

@@ -147,17 +147,24 @@ class Run:
                 if fresh:
                     yield fresh
 
-    def sessions(self) -> SharedListing:
+    def sessions(self) -> Iterator[list[dict[str, Any]]]:
         """The session listing of this run, from where the tables that read it need it: the
         oldest of their resume points, or everything (since `start_date`) when one of them has
-        no cursor yet or the run is a full refresh."""
+        no cursor yet or the run is a full refresh.
+
+        Sessions' `active` filter says "Default: true" as rooms' `enabled` does (though its
+        sample lists ended sessions): a listing without it may hold the live sessions only. So
+        the live and the ended sessions are listed apart, `active=true` then `active=false`,
+        complete under either reading. A session that ended between the two listings comes
+        twice, live then ended: the sessions table keeps the row updated last.
+        """
         with self._lock:
             if not self._session_after_known:
                 self._session_after = self._session_listing_start()
                 self._session_after_known = True
-        return self.listing(
-            "/v2/sessions", {"after": self._session_after} if self._session_after else {}
-        )
+        after = {"after": self._session_after} if self._session_after else {}
+        for active in ("true", "false"):
+            yield from self.listing("/v2/sessions", {**after, "active": active})
 
     def _session_listing_start(self) -> str | None:
         settings = self.settings

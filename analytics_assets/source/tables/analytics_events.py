@@ -73,15 +73,19 @@ def analytics_events(run: Run) -> DltResource:
     settings = run.settings
     client = run.client
 
-    def totals_row(room_id: str, total: int, response: Response) -> dict[str, Any]:
+    def totals_row(
+        room_id: str, total: int, response: Response, oldest: datetime | None = None
+    ) -> dict[str, Any]:
+        """The API's count for a room, over its window: `retention` back from its own `Date`
+        (whole seconds, so the window ends a second later), or back to the oldest event it
+        still served, if that is older (a room read whole shows what the API really keeps)."""
         counted_at = _server_time(response) or run.now() or datetime.now(UTC)
+        start = counted_at - settings.retention
         return {
             "room_id": room_id,
             "api_total": total,
             "counted_at": counted_at,
-            # The API keeps `retention`; its `Date` is whole seconds, so the window's end is
-            # the next second.
-            "window_start": counted_at - settings.retention,
+            "window_start": min(start, oldest) if oldest else start,
             "window_end": counted_at + timedelta(seconds=1),
         }
 
@@ -104,17 +108,21 @@ def analytics_events(run: Run) -> DltResource:
             return RoomRead(room_id, by_session(room_id, sessions), busy=known_total)
         read = RoomRead(room_id)
         pages = client.event_pages({"room_id": room_id, "type": EVENT_TYPES})
+        first, total = None, 0
         for index, page in enumerate(pages):
             read.rows.extend(with_timestamps(page))
             if index:
                 continue
-            total = int(page.response.json().get("total") or 0)
+            first = page.response
+            total = int(first.json().get("total") or 0)
             read.busy = total if total > PAGE_SIZE else None
             if sessions is not None and _pages(total) - 1 > len(sessions) + 1:
                 pages.close()  # cheaper by session from here
                 read.rows += by_session(room_id, sessions)
                 return read
-            read.totals = totals_row(room_id, total, page.response)
+        if first is not None:
+            oldest = min((row["timestamp"] for row in read.rows), default=None)
+            read.totals = totals_row(room_id, total, first, oldest)
         return read
 
     def count_room(room_id: str) -> tuple[str, int, dict[str, Any]]:
@@ -156,8 +164,10 @@ def analytics_events(run: Run) -> DltResource:
 
         busy: dict[str, int] = {}
         yield from emit(run.fan_out(read_room, rooms()), busy)
-        state["recent"] = _within_lookback(ended, run.now(), settings.lookback)
+        now = run.now() or datetime.now(UTC)
+        state["recent"] = _within_lookback(ended, now, settings.lookback)
         state["busy"] = busy
+        state["last_run_at"] = now.isoformat()
 
     def refresh(track: CursorTracker, state: dict[str, Any]) -> Iterator[Any]:
         previous = track.previous
@@ -172,7 +182,12 @@ def analytics_events(run: Run) -> DltResource:
                     targets.setdefault(session["room_id"], []).append(session["id"])
                     if not session.get("active"):
                         recent[session["id"]] = [session["room_id"], session["updated_at"]]
-        recent = _within_lookback(recent, run.now(), settings.lookback)
+        # Measured from the previous run, not this one: an event listed just before the
+        # lookback closes, after the previous run, is read now (see the README's guarantee).
+        previous_run = state.get("last_run_at")
+        now = run.now() or datetime.now(UTC)
+        since = parse_time(previous_run) if previous_run else now
+        recent = _within_lookback(recent, since, settings.lookback)
         for session_id, (room_id, _ended) in recent.items():
             sessions = targets.setdefault(room_id, [])
             if session_id not in sessions:
@@ -185,6 +200,7 @@ def analytics_events(run: Run) -> DltResource:
         yield from emit(run.fan_out(read, list(targets.items())), busy)
         state["recent"] = recent
         state["busy"] = busy
+        state["last_run_at"] = now.isoformat()
 
     def reconcile() -> Iterator[Any]:
         if settings.event_counts is None:
@@ -243,10 +259,8 @@ def _server_time(response: Response) -> datetime | None:
 
 
 def _within_lookback(
-    ended: Mapping[str, list[str]], now: datetime | None, lookback: timedelta
+    ended: Mapping[str, list[str]], since: datetime, lookback: timedelta
 ) -> dict[str, list[str]]:
-    """The sessions (id -> [room_id, ended_at]) that ended within the lookback of `now`."""
-    if now is None:
-        return dict(ended)
-    horizon = now - lookback
+    """The sessions (id -> [room_id, ended_at]) that ended within the lookback of `since`."""
+    horizon = since - lookback
     return {sid: entry for sid, entry in ended.items() if parse_time(entry[1]) >= horizon}

@@ -18,7 +18,14 @@ from analytics_assets.source.shapes import session_row, with_timestamps
 
 
 def sessions(run: Run) -> DltResource:
-    @dlt.resource(name="sessions", primary_key="id", write_disposition="merge", parallelized=True)
+    @dlt.resource(
+        name="sessions",
+        primary_key="id",
+        write_disposition="merge",
+        # Listed twice in one run (live, then ended: `Run.sessions`), the later state wins.
+        columns={"updated_at": {"dedup_sort": "desc"}},
+        parallelized=True,
+    )
     def read() -> Iterator[Any]:
         track = CursorTracker(run.state("sessions"))
         for page in run.sessions():
