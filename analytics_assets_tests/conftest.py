@@ -250,9 +250,8 @@ def postgres_server() -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture
-def postgres_db(postgres_server: str, request: pytest.FixtureRequest) -> str:
-    """A fresh database for one test; yields its URL."""
+def create_database(postgres_server: str) -> str:
+    """A fresh database on the server; returns its URL."""
     import psycopg2
 
     name = "t_" + uuid.uuid4().hex[:12]
@@ -262,3 +261,9 @@ def postgres_db(postgres_server: str, request: pytest.FixtureRequest) -> str:
         cursor.execute(f"CREATE DATABASE {name}")
     connection.close()
     return f"{postgres_server}/{name}"
+
+
+@pytest.fixture
+def postgres_db(postgres_server: str) -> str:
+    """A fresh database for one test; its URL."""
+    return create_database(postgres_server)

@@ -237,11 +237,18 @@ def _file_lock(db: Path, timeout: float) -> Iterator[None]:
         lock.release()
 
 
+#: Held by a run that may create the dataset, the staging dataset or dlt's own tables: two
+#: first loads at the same time would race on `CREATE SCHEMA` and `CREATE TABLE _dlt_...`.
+SETUP_LOCK = "(dataset setup)"
+
+
 @contextmanager
 def _advisory_locks(tables: Sequence[str], timeout: float) -> Iterator[None]:
     """Postgres session advisory locks, one per table, taken in one order (no deadlock) on a
     connection of their own, released when it closes (even if the process dies)."""
     with sql_client() as client:
+        if not _set_up(client):
+            tables = [SETUP_LOCK, *tables]
         for table in tables:
             key = _lock_key(f"{DATASET_NAME}.{table}")
             deadline = time.monotonic() + timeout
@@ -257,6 +264,16 @@ def _advisory_locks(tables: Sequence[str], timeout: float) -> Iterator[None]:
                     )
                 time.sleep(0.5)
         yield
+
+
+def _set_up(client: Any) -> bool:
+    """Whether the dataset, its staging dataset and dlt's tables exist already."""
+    schemas = f"'{client.dataset_name}', '{client.dataset_name}_staging'"
+    with client.execute_query(
+        "SELECT count(*) FROM information_schema.schemata WHERE schema_name IN (" + schemas + ")"
+    ) as cursor:
+        both = cursor.fetchone()[0] == 2
+    return both and "_dlt_version" in existing_tables(client)
 
 
 def _try_lock(client: Any, key: int) -> bool:
