@@ -15,6 +15,7 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -23,6 +24,7 @@ import dlt
 import duckdb
 import pytest
 from dagster_dlt import DagsterDltResource
+from dlt.common.pipeline import get_dlt_pipelines_dir
 
 from analytics_assets.defs.assets import build_analytics_assets
 from analytics_assets.simulator import (
@@ -37,8 +39,17 @@ from analytics_assets.simulator import (
 from analytics_assets.source import analytics_api
 
 REPO = Path(__file__).resolve().parents[1]
-#: Small enough for a fast suite, large enough for several pages of every list (limit 100).
-TEST_SCALE = 120
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first: with the suite split over workers, none is left running one alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+#: Small enough for a fast suite; the tests of pagination use a world of LIST_SCALE rooms, large
+#: enough for several pages of a list (limit 100).
+TEST_SCALE = 60
+LIST_SCALE = 120
 
 #: Run a test under both readings of the reference (the `reading` fixture).
 BOTH_READINGS = pytest.mark.parametrize(
@@ -135,6 +146,47 @@ def warehouse(tmp_path: Path) -> Path:
     return tmp_path / "warehouse.duckdb"
 
 
+@dataclass(frozen=True)
+class FullLoad:
+    """A warehouse after a full load of a reading's generated world (every asset, the shared
+    pipeline), made once per session and copied for each test that starts from one."""
+
+    db: Path
+    requests: int
+
+
+@pytest.fixture(scope="session")
+def full_loads() -> dict[tuple[bool, bool], FullLoad]:
+    return {}
+
+
+@pytest.fixture
+def full_load(
+    reading: Reading,
+    base_world: World,
+    warehouse: Path,
+    full_loads: dict[tuple[bool, bool], FullLoad],
+    tmp_path_factory: pytest.TempPathFactory,
+    api: ApiSimulator,
+) -> FullLoad:
+    """The test's warehouse as a full load of its (untouched) world leaves it: the cursors of
+    the shared pipeline included, as they are stored in the warehouse."""
+    key = (reading.sessionless_errors, reading.late_events)
+    if key not in full_loads:
+        folder = tmp_path_factory.mktemp("full_load")
+        with (
+            pytest.MonkeyPatch.context() as patch,
+            ApiSimulator(base_world.snapshot(), reading=reading) as sim,
+        ):
+            patch.setenv("SOURCES__ANALYTICS_API__BASE_URL", sim.base_url)
+            patch.setenv("DESTINATION__DUCKDB__CREDENTIALS", str(folder / "warehouse.duckdb"))
+            patch.setenv("DLT_DATA_DIR", str(folder / "dlt"))
+            assert materialize().success
+        full_loads[key] = FullLoad(folder / "warehouse.duckdb", len(sim.requests))
+    shutil.copy(full_loads[key].db, warehouse)
+    return full_loads[key]
+
+
 def query(db: Path, sql: str) -> list[tuple[Any, ...]]:
     with duckdb.connect(str(db), read_only=True) as con:
         return con.execute(sql).fetchall()
@@ -171,14 +223,28 @@ def missing_beyond_the_hourly_promise(
     ]
 
 
-def run_source(db: Path, **source_args: Any) -> Any:
-    """Load with plain dlt (no Dagster): the quickest way to test the source's behaviour."""
+def run_source(
+    db: Path,
+    *,
+    resources: tuple[str, ...] = (),
+    pipelines_dir: Path | None = None,
+    **source_args: Any,
+) -> Any:
+    """Load with plain dlt (no Dagster): the quickest way to test the source's behaviour;
+    `resources` loads only those tables."""
+    from analytics_assets.defs.warehouse import choose_file_formats
+
     pipeline = dlt.pipeline(
         pipeline_name="test_source",
+        pipelines_dir=str(pipelines_dir) if pipelines_dir else get_dlt_pipelines_dir(),
         destination=dlt.destinations.duckdb(credentials=str(db)),
         dataset_name="analytics",
     )
-    return pipeline.run(analytics_api(**source_args))
+    source = analytics_api(**source_args)
+    if resources:
+        source = source.with_resources(*resources)
+    choose_file_formats(pipeline, source)
+    return pipeline.run(source)
 
 
 def materialize(selection: list[str] | None = None, **kwargs: Any) -> dg.ExecuteInProcessResult:

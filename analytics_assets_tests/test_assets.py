@@ -14,7 +14,7 @@ import pytest
 from analytics_assets.definitions import defs
 from analytics_assets.simulator import ApiSimulator, FaultPlan, World
 from analytics_assets.simulator.expected import compare
-from analytics_assets_tests.conftest import BOTH_READINGS, REPO, materialize, query
+from analytics_assets_tests.conftest import BOTH_READINGS, REPO, FullLoad, materialize, query
 
 RAW = {
     "rooms": [],
@@ -117,8 +117,9 @@ def test_full_materialization_equals_the_api_and_reports_metadata(
 
 
 @BOTH_READINGS
-def test_second_run_changes_nothing(api: ApiSimulator, world: World, warehouse: Path) -> None:
-    assert materialize().success
+def test_second_run_changes_nothing(
+    api: ApiSimulator, world: World, warehouse: Path, full_load: FullLoad
+) -> None:
     before = _snapshot(warehouse)
     assert materialize().success
     assert _snapshot(warehouse) == before
@@ -143,9 +144,8 @@ def test_child_asset_alone_loads_only_its_table(
 
 
 def test_wrong_token_fails_fast_names_401_and_endpoint_keeps_tables_and_hides_token(
-    api: ApiSimulator, warehouse: Path, monkeypatch: pytest.MonkeyPatch
+    api: ApiSimulator, warehouse: Path, full_load: FullLoad, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert materialize().success
     before = _snapshot(warehouse)
     secret = "expired-token-ABCDEF123456"
     monkeypatch.setenv("API_TOKEN", secret)
@@ -173,9 +173,8 @@ def test_missing_token_fails_naming_api_token(
 
 
 def test_endpoint_always_503_fails_the_run_after_4_attempts_and_keeps_loaded_tables(
-    api: ApiSimulator, world: World, warehouse: Path
+    api: ApiSimulator, world: World, warehouse: Path, full_load: FullLoad
 ) -> None:
-    assert materialize().success
     before = _snapshot(warehouse)
     api.faults = FaultPlan(always={"/v2/recordings": 503})
     api.reset_requests()

@@ -106,6 +106,7 @@ def _run_round(env: dict[str, str], logs: Path, round_: int) -> dict[str, int]:
     return {job: process.pid for job, process in launched.items()}
 
 
+@pytest.mark.slow
 def test_refresh_jobs_at_once_on_two_celery_workers(
     api: ApiSimulator,
     world: World,
@@ -243,6 +244,7 @@ def _steps_ran_on_the_workers(
         del os.environ["DAGSTER_POSTGRES_URL"]
 
 
+@pytest.mark.slow
 def test_duckdb_runs_launched_at_once_take_turns_without_any_instance_configuration(
     api: ApiSimulator, world: World, warehouse: Path, tmp_path: Path
 ) -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
@@ -81,7 +84,7 @@ def test_schedules_jobs_and_sensors_are_pinned() -> None:
     sensors = {s.name: s.default_status for s in defs.sensors or []}
     assert sensors == {
         "report_failed_runs": dg.DefaultSensorStatus.RUNNING,
-        "freshness_checks_sensor": dg.DefaultSensorStatus.RUNNING,
+        "freshness_every_5_minutes": dg.DefaultSensorStatus.RUNNING,
     }
 
 
@@ -118,7 +121,8 @@ def test_events_deleted_by_hand_are_named_by_the_check_and_back_after_a_day(
     quiet = {r["id"] for r in world.rooms} - {
         s["room_id"] for s in world.sessions if s["active"] or parse_iso(s["updated_at"]) >= recent
     }
-    victim = max(quiet, key=lambda r: sum(e["data"]["room_id"] == r for e in world.events))
+    retained = world.retained_events()
+    victim = max(quiet, key=lambda r: sum(e["data"]["room_id"] == r for e in retained))
     with duckdb.connect(str(warehouse)) as con:
         deleted = con.execute(
             "DELETE FROM analytics.analytics_events WHERE id IN (SELECT id FROM "
@@ -290,6 +294,66 @@ def test_failed_run_is_logged_when_no_webhook_is_set(
     assert receiver.posts == []
     logged = capfd.readouterr().err  # the sensor's logger writes to the console
     assert f"run `{run_id}`" in logged and "503" in logged and "/v2/recordings" in logged
+
+
+def test_freshness_applies_once_there_is_data(api: ApiSimulator) -> None:
+    """On a fresh instance no freshness check runs (none can fail); after a load, the loaded
+    assets' checks run, and only theirs."""
+    instance = dg.DagsterInstance.ephemeral()
+    sensor = next(s for s in defs.sensors or [] if s.name == "freshness_every_5_minutes")
+    first = sensor(dg.build_sensor_context(instance=instance, definitions=defs))
+    assert isinstance(first, dg.SkipReason) and "nothing loaded yet" in str(first.skip_message)
+    assert run_job("live_peers_refresh", instance=instance).success
+    after = sensor(dg.build_sensor_context(instance=instance, definitions=defs))
+    assert isinstance(after, dg.SensorResult)
+    (request,) = after.run_requests or []
+    assert [k.asset_key.path[-1] for k in request.asset_check_keys or []] == ["active_room_peers"]
+
+
+SECRETS_TOML = """
+[sources.analytics_api]
+app_access_key = "key-from-secrets-toml-1234"
+app_secret = "secret-from-secrets-toml-5678"
+
+[destination.postgres]
+credentials = "postgresql://loader:pg-pass-9012@db-host:5432/warehouse"
+"""
+
+
+def test_alerts_mask_secrets_from_secrets_toml_the_access_key_and_database_urls(
+    tmp_path: Path,
+) -> None:
+    """In a process whose only secrets are in .dlt/secrets.toml and Dagster's database URL."""
+    project = tmp_path / "project"
+    (project / ".dlt").mkdir(parents=True)
+    (project / ".dlt" / "secrets.toml").write_text(SECRETS_TOML)
+    leak = (
+        "boom: key-from-secrets-toml-1234 secret-from-secrets-toml-5678 "
+        "postgresql://loader:pg-pass-9012@db-host:5432/warehouse pg-pass-9012 "
+        "postgresql+psycopg2://dagster:dg-pass-3456@host/dagster redis://:rd-pass-7890@broker:6379"
+    )
+    script = (
+        "import sys; from analytics_assets.defs.alerts import failure_message; "
+        f"print(failure_message('job', 'run', [('step', {leak!r})], None))"
+    )
+    env = {
+        **os.environ,
+        "DLT_PROJECT_DIR": str(project),
+        "DAGSTER_POSTGRES_URL": "postgresql+psycopg2://dagster:dg-pass-3456@host/dagster",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
+    text = done.stdout
+    for secret in (
+        "key-from-secrets-toml",
+        "secret-from-secrets-toml",
+        "pg-pass",
+        "dg-pass",
+        "rd-pass",
+    ):
+        assert secret not in text, (secret, text)
+    assert "***" in text and "step `step`" in text
 
 
 def test_redact_masks_known_secrets_and_bearer_tokens() -> None:

@@ -76,6 +76,7 @@ def test_analytics_and_checks_run_in_postgres(
     )
 
 
+@pytest.mark.slow
 def test_production_instance_keeps_runs_in_postgres_and_runs_steps_in_processes(
     api: ApiSimulator,
     world: World,

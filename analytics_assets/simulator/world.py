@@ -484,6 +484,10 @@ class World:
         return copy.deepcopy(self)
 
 
+#: The fewest live sessions a generated workspace has, however small.
+MIN_LIVE_SESSIONS = 4
+
+
 def generate_world(
     scale: int = 50,
     seed: int = 7,
@@ -516,6 +520,10 @@ def generate_world(
     for i in range(max(2, scale // 40)):
         world.add_template(start + timedelta(hours=i))
     _add_rooms(world, scale, clock - window, clock)
+    # Even a small workspace has a few live sessions, so that time has sessions to end.
+    idle = [room for room in world.rooms if world.live_session(room["id"]) is None]
+    for room in rng.sample(idle, k=max(0, MIN_LIVE_SESSIONS - (len(world.rooms) - len(idle)))):
+        world.add_session(room, clock - timedelta(minutes=rng.randint(1, 50)), live=True)
     if history > 1:
         recent_rng = rng.getstate()
         rng.seed(seed + 1_000_003)
