@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SCALE ?= 300
 READING ?= lenient
+PORT ?= 3000
 
 .PHONY: help load test check lint types validate dev simulator benchmark benchmark-refresh benchmark-speed clean
 
@@ -29,20 +30,16 @@ lint: $(BIN)/.installed  ## ruff lint and format check
 types: $(BIN)/.installed  ## mypy
 	$(BIN)/mypy
 
-validate: $(BIN)/.installed  ## Dagster loads the definitions
-	$(BIN)/dagster definitions validate -m analytics_assets.definitions
+validate: $(BIN)/.installed  ## Dagster loads the definitions (`dg check defs`)
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/dg check defs
 
 check: lint types validate test  ## everything CI runs
 
-simulator: $(BIN)/.installed  ## run the API simulator in the foreground on port 8765
+simulator: $(BIN)/.installed  ## the API simulator alone, in the foreground on port 8765
 	$(BIN)/python -m analytics_assets.simulator --scale $(SCALE) --reading $(READING) --port 8765
 
-dev: $(BIN)/.installed  ## dagster dev against the simulator started by `make simulator`
-	SOURCES__ANALYTICS_API__BASE_URL=http://127.0.0.1:8765 \
-	SOURCES__ANALYTICS_API__API_TOKEN=simulator-management-token \
-	DESTINATION__DUCKDB__CREDENTIALS=$(CURDIR)/data/simulated.duckdb \
-	DAGSTER_HOME=$(CURDIR)/dagster_home \
-	$(BIN)/dagster dev -w workspace.yaml
+dev: $(BIN)/.installed  ## the Dagster UI on PORT (3000), with the API simulator unless a base URL is configured
+	$(BIN)/python -m analytics_assets.dev --port $(PORT) --scale $(SCALE) --reading $(READING)
 
 benchmark: benchmark-speed benchmark-refresh  ## every figure of the README's benchmark table (about 4 minutes)
 

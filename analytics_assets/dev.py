@@ -1,0 +1,113 @@
+"""`make dev`: Dagster's UI on this machine (`dg dev`), ready to run every job.
+
+    python -m analytics_assets.dev [--port 3000] [--scale 300] [--reading lenient]
+
+When no base URL is configured (`[sources.analytics_api] base_url` in `.dlt/`, or
+`SOURCES__ANALYTICS_API__BASE_URL`), the API is the local simulator: it starts here, beside the
+UI, serves a simulated workspace of `--scale` rooms, and stops when the UI does; tables go to
+`data/simulated.duckdb`. A configured base URL (the real API) means no simulator: the
+credentials and the warehouse are the configured ones. Either way Dagster keeps its runs and
+schedules in `dagster_home/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import dlt
+
+from analytics_assets.simulator import DEFAULT_TOKEN, READINGS, ApiSimulator, generate_world
+
+REPO = Path(__file__).resolve().parents[1]
+BASE_URL_ENV = "SOURCES__ANALYTICS_API__BASE_URL"
+
+
+def configured_base_url() -> str | None:
+    """The base URL the user set, if any (the code's default is not a choice)."""
+    return os.environ.get(BASE_URL_ENV) or dlt.config.get("sources.analytics_api.base_url", str)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=3000, help="the UI's port")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--scale", type=int, default=300, help="rooms of the simulated API")
+    parser.add_argument("--reading", choices=sorted(READINGS), default="lenient")
+    args = parser.parse_args(argv)
+
+    env = {**os.environ, "DAGSTER_HOME": str(REPO / "dagster_home")}
+    simulator = None
+    base_url = configured_base_url()
+    if base_url:
+        print(f"API: {base_url} (configured); no simulator.", flush=True)
+    else:
+        reading = READINGS[args.reading]
+        world = generate_world(scale=args.scale, reading=reading)
+        simulator = ApiSimulator(world, reading=reading).start()
+        data = REPO / "data"
+        data.mkdir(exist_ok=True)
+        env.update(
+            {
+                BASE_URL_ENV: simulator.base_url,
+                "SOURCES__ANALYTICS_API__API_TOKEN": DEFAULT_TOKEN,
+                "DESTINATION__DUCKDB__CREDENTIALS": str(data / "simulated.duckdb"),
+            }
+        )
+        env.pop("DESTINATION_TYPE", None)
+        print(
+            f"API: the local simulator at {simulator.base_url} ({args.scale} rooms, "
+            f"{reading.name} reading), tables in data/simulated.duckdb. Set "
+            f"[sources.analytics_api] base_url (or {BASE_URL_ENV}) to use the real API.",
+            flush=True,
+        )
+    print(f"Dagster UI: http://{args.host}:{args.port}", flush=True)
+    dg = Path(sys.executable).parent / "dg"
+    command = [str(dg), "dev", "--port", str(args.port), "--host", args.host]
+    # `dg dev` runs the webserver, the daemon and code servers; in a group of their own, they
+    # are stopped together however this process is asked to stop (Ctrl-C, `kill`). It stops
+    # on SIGINT, which a shell may have set to be ignored for background commands: restored.
+    ui = subprocess.Popen(
+        command,
+        cwd=REPO,
+        env={**env, "VIRTUAL_ENV": str(dg.parents[1])},
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    signal.signal(signal.SIGTERM, lambda signum, frame: _interrupt(ui))
+    try:
+        return ui.wait()
+    except KeyboardInterrupt:
+        _interrupt(ui)
+        return ui.wait()
+    finally:
+        _stop(ui)
+        if simulator is not None:
+            simulator.stop()
+
+
+def _interrupt(ui: subprocess.Popen[bytes]) -> None:
+    """Ctrl-C for the whole group, as `dg dev` expects."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(ui.pid, signal.SIGINT)
+
+
+def _stop(ui: subprocess.Popen[bytes]) -> None:
+    """Make sure nothing of the group is left: interrupt, then kill after a grace period."""
+    if ui.poll() is None:
+        _interrupt(ui)
+        try:
+            ui.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(ui.pid, signal.SIGKILL)
+            ui.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
