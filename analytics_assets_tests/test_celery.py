@@ -22,6 +22,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from analytics_assets.defs.keys import WAREHOUSE_POOL
 from analytics_assets.defs.warehouse import analytics_pipeline
 from analytics_assets.simulator import ApiSimulator, World
 from analytics_assets.simulator.expected import compare
@@ -135,8 +136,11 @@ def test_refresh_jobs_at_once_on_two_celery_workers(
     logs.mkdir()
     # A fresh Dagster database is set up once (`dagster instance migrate`), before the
     # machines that share it start: two workers creating its tables at once would collide.
-    migrate = [str(BIN / "dagster"), "instance", "migrate"]
-    subprocess.run(migrate, env=env, cwd=REPO, check=True, capture_output=True, timeout=120)
+    # So is the warehouse's pool, as the README says: runs that make it at the same time on a
+    # new Postgres instance collide (dagster issue 33552, UniqueViolation on concurrency_limits).
+    for setup in (["migrate"], ["concurrency", "set", WAREHOUSE_POOL, "3"]):
+        command = [str(BIN / "dagster"), "instance", *setup]
+        subprocess.run(command, env=env, cwd=REPO, check=True, capture_output=True, timeout=120)
     workers = []
     for name in ("worker_a", "worker_b"):
         log = logs / f"{name}.log"
