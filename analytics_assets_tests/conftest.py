@@ -37,8 +37,13 @@ from analytics_assets.simulator import (
     generate_world,
 )
 from analytics_assets.source import analytics_api
+from analytics_assets_tests import progress
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    progress.register(config)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

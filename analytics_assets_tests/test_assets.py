@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -188,6 +191,41 @@ def test_endpoint_always_503_fails_the_run_after_4_attempts_and_keeps_loaded_tab
         tries[asked] = tries.get(asked, 0) + 1
     assert tries and set(tries.values()) == {4}  # each request: 4 attempts, then the failure
     assert _snapshot(warehouse) == before
+
+
+def test_unreachable_api_headline_names_host_and_endpoint_and_every_wait_is_logged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What the run's page shows when the base URL is wrong: the error's first line names the
+    host and the endpoint, and each retry wait was logged (endpoint, seconds, attempt n of N)
+    while it happened, so a long wait is never silent."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed once the block ends: nobody listens
+    monkeypatch.setenv("SOURCES__ANALYTICS_API__BASE_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("API_TOKEN", "any-token-1234")
+    instance = dg.DagsterInstance.ephemeral()
+    result = materialize(["templates"], instance=instance, raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
+    # Dagster wraps the step's exception ("Error occurred while executing op"); the UI and the
+    # failure alerts show the user's own below it, as its cause.
+    wrapper = failure.step_failure_data.error
+    assert wrapper is not None and wrapper.cause is not None
+    error = wrapper.cause
+    headline = error.message.splitlines()[0]
+    assert headline.startswith("analytics_assets.defs.assets.AnalyticsLoadError: dlt step"), headline
+    endpoint = f"GET http://127.0.0.1:{port}/v2/templates"
+    assert f"cannot reach 127.0.0.1:{port} for {endpoint}" in headline, headline
+    assert "Connection refused" in headline and "4 attempts" in headline
+    logged = [
+        record.user_message
+        for record in instance.all_logs(result.run_id)
+        if record.level == logging.WARNING
+    ]
+    waits = [m for m in logged if m.startswith(endpoint) and "retrying in" in m]
+    assert [re.search(r"attempt (\d) of 4", w).group(1) for w in waits] == ["2", "3", "4"]  # type: ignore[union-attr]
+    assert all("Connection refused" in w for w in waits), waits
 
 
 # ---- helpers -------------------------------------------------------------------------------

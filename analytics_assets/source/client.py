@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import requests
+import urllib3
 from dlt.common.jsonpath import compile_path
 from dlt.sources.helpers.rest_client import RESTClient
 from dlt.sources.helpers.rest_client.client import PageData
@@ -220,19 +221,26 @@ def _host(request: PreparedRequest) -> str:
 
 def _reason(exc: BaseException) -> str:
     """The innermost cause of a connection error, e.g. `ConnectionRefusedError: [Errno 111]
-    Connection refused`, without the URL (it is named separately) or urllib3's wrapping."""
-    current: BaseException | None = exc
-    while current is not None:
+    Connection refused`, without the URL (it is named separately) or the layers requests and
+    urllib3 wrap it in ("Max retries exceeded", which is not ours: the retries are counted
+    here)."""
+    current, seen = exc, 0
+    while seen < 10:  # requests' error holds urllib3's in its args, which holds the socket's
+        seen += 1
         reason = getattr(current, "reason", None)
-        nxt = reason if isinstance(reason, BaseException) else current.__cause__
-        if nxt is None:
-            break
-        current = nxt
-    if current is None or current is exc:
-        return f"{type(exc).__name__}: {exc}"
-    text = str(current)
-    # urllib3 prefixes "<connection object at 0x...>: "; keep what follows.
-    text = re.sub(r"^<[^>]+>: ", "", text)
+        arg = current.args[0] if current.args else None
+        inner = next(
+            (
+                e
+                for e in (reason, arg, current.__cause__, current.__context__)
+                if isinstance(e, BaseException)
+            ),
+            None,
+        )
+        if inner is None or isinstance(current, urllib3.exceptions.TimeoutError):
+            break  # urllib3's read or connect timeout says more than the socket's "timed out"
+        current = inner
+    text = re.sub(r"^\w+\(host=[^)]*\):\s*", "", str(current))  # urllib3's connection repr
     return f"{type(current).__name__}: {text}"
 
 
