@@ -214,7 +214,7 @@ def test_unreachable_api_headline_names_host_and_endpoint_and_every_wait_is_logg
     assert wrapper is not None and wrapper.cause is not None
     error = wrapper.cause
     headline = error.message.splitlines()[0]
-    assert headline.startswith("analytics_assets.defs.assets.AnalyticsLoadError: dlt step"), headline
+    assert headline.startswith("analytics_assets.defs.assets.AnalyticsLoadError: dlt step ")
     endpoint = f"GET http://127.0.0.1:{port}/v2/templates"
     assert f"cannot reach 127.0.0.1:{port} for {endpoint}" in headline, headline
     assert "Connection refused" in headline and "4 attempts" in headline
