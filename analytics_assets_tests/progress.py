@@ -19,7 +19,7 @@ class FileProgress:
         self.total: Counter[str] = Counter()
         self.done: Counter[str] = Counter()
         self.outcomes: dict[str, Counter[str]] = {}
-        self.seconds: Counter[str] = Counter()
+        self.seconds: dict[str, float] = {}
         self.started = time.monotonic()
 
     def _expect(self, nodeids: list[str]) -> None:
@@ -36,7 +36,7 @@ class FileProgress:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         path = report.nodeid.split("::", 1)[0]
-        self.seconds[path] += report.duration
+        self.seconds[path] = self.seconds.get(path, 0.0) + report.duration
         outcomes = self.outcomes.setdefault(path, Counter())
         if report.when == "call" or (report.when == "setup" and not report.passed):
             outcomes["failed" if report.failed else report.outcome] += 1
