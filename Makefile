@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 SCALE ?= 300
 READING ?= lenient
 PORT ?= 3000
+WORKERS ?= auto
 
 .PHONY: help load test check lint types validate dev simulator benchmark benchmark-refresh benchmark-speed clean
 
@@ -20,8 +21,8 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 load: $(BIN)/.installed  ## full load from the local API simulator into data/simulated.duckdb
 	$(BIN)/python -m analytics_assets.run_simulated --scale $(SCALE) --reading $(READING)
 
-test: $(BIN)/.installed  ## the offline test suite
-	$(BIN)/pytest -q
+test: $(BIN)/.installed  ## the offline test suite, on every core (WORKERS=auto)
+	$(BIN)/pytest -n $(WORKERS) --dist load --maxschedchunk 1
 
 lint: $(BIN)/.installed  ## ruff lint and format check
 	$(BIN)/ruff check .

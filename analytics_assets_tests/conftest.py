@@ -153,16 +153,53 @@ def warehouse(tmp_path: Path) -> Path:
 
 @dataclass(frozen=True)
 class FullLoad:
-    """A warehouse after a full load of a reading's generated world (every asset, the shared
-    pipeline), made once per session and copied for each test that starts from one."""
+    """A warehouse that a sequence of runs left on a reading's generated (untouched) world,
+    made once per session and copied for each test that starts from it; `requests` is what
+    the last of those runs asked the API."""
 
     db: Path
     requests: int
 
 
+#: (what was run, the world's behaviours) -> the warehouse it left.
+WarehouseCache = dict[tuple[str, bool, bool], FullLoad]
+
+
 @pytest.fixture(scope="session")
-def full_loads() -> dict[tuple[bool, bool], FullLoad]:
+def warehouses() -> WarehouseCache:
     return {}
+
+
+def _cached_warehouse(
+    stage: str,
+    run: Callable[[], Any],
+    start_from: FullLoad | None,
+    reading: Reading,
+    base_world: World,
+    warehouse: Path,
+    cache: WarehouseCache,
+    folders: pytest.TempPathFactory,
+) -> FullLoad:
+    """The warehouse `run` leaves (after `start_from`), on a simulator of its own serving the
+    untouched world, copied into the test's `warehouse`. The cursors are in the warehouse, as
+    dlt stores them."""
+    key = (stage, reading.sessionless_errors, reading.late_events)
+    if key not in cache:
+        folder = folders.mktemp(stage)
+        db = folder / "warehouse.duckdb"
+        if start_from is not None:
+            shutil.copy(start_from.db, db)
+        with (
+            pytest.MonkeyPatch.context() as patch,
+            ApiSimulator(base_world.snapshot(), reading=reading) as sim,
+        ):
+            patch.setenv("SOURCES__ANALYTICS_API__BASE_URL", sim.base_url)
+            patch.setenv("DESTINATION__DUCKDB__CREDENTIALS", str(db))
+            patch.setenv("DLT_DATA_DIR", str(folder / "dlt"))
+            assert run().success, stage
+        cache[key] = FullLoad(db, len(sim.requests))
+    shutil.copy(cache[key].db, warehouse)
+    return cache[key]
 
 
 @pytest.fixture
@@ -170,26 +207,43 @@ def full_load(
     reading: Reading,
     base_world: World,
     warehouse: Path,
-    full_loads: dict[tuple[bool, bool], FullLoad],
+    warehouses: WarehouseCache,
     tmp_path_factory: pytest.TempPathFactory,
     api: ApiSimulator,
 ) -> FullLoad:
-    """The test's warehouse as a full load of its (untouched) world leaves it: the cursors of
-    the shared pipeline included, as they are stored in the warehouse."""
-    key = (reading.sessionless_errors, reading.late_events)
-    if key not in full_loads:
-        folder = tmp_path_factory.mktemp("full_load")
-        with (
-            pytest.MonkeyPatch.context() as patch,
-            ApiSimulator(base_world.snapshot(), reading=reading) as sim,
-        ):
-            patch.setenv("SOURCES__ANALYTICS_API__BASE_URL", sim.base_url)
-            patch.setenv("DESTINATION__DUCKDB__CREDENTIALS", str(folder / "warehouse.duckdb"))
-            patch.setenv("DLT_DATA_DIR", str(folder / "dlt"))
-            assert materialize().success
-        full_loads[key] = FullLoad(folder / "warehouse.duckdb", len(sim.requests))
-    shutil.copy(full_loads[key].db, warehouse)
-    return full_loads[key]
+    """The test's warehouse as a full load of its (untouched) world leaves it (every asset,
+    the shared pipeline)."""
+    return _cached_warehouse(
+        "full_load", materialize, None, reading, base_world, warehouse, warehouses, tmp_path_factory
+    )
+
+
+@pytest.fixture
+def refreshed_load(
+    reading: Reading,
+    base_world: World,
+    warehouse: Path,
+    warehouses: WarehouseCache,
+    tmp_path_factory: pytest.TempPathFactory,
+    api: ApiSimulator,
+) -> FullLoad:
+    """The test's warehouse after a full load and then one run of `activity_refresh`, nothing
+    having happened in between."""
+    from analytics_assets.definitions import defs
+
+    first = _cached_warehouse(
+        "full_load", materialize, None, reading, base_world, warehouse, warehouses, tmp_path_factory
+    )
+    return _cached_warehouse(
+        "activity_refresh",
+        defs.resolve_job_def("activity_refresh").execute_in_process,
+        first,
+        reading,
+        base_world,
+        warehouse,
+        warehouses,
+        tmp_path_factory,
+    )
 
 
 def query(db: Path, sql: str) -> list[tuple[Any, ...]]:

@@ -332,13 +332,12 @@ def test_killed_refresh_then_rerun_is_exact_and_state_did_not_run_ahead(
     api: ApiSimulator,
     world: World,
     warehouse: Path,
-    full_load: FullLoad,
+    refreshed_load: FullLoad,
     when: str,
     after: float,
     stage: str | None,
 ) -> None:
-    first_clock = world.clock
-    assert _run_job("activity_refresh")
+    first_clock = world.clock  # the full load's, then `activity_refresh` (refreshed_load)
     refreshed_at, live_before = world.clock, {s["id"] for s in world.sessions if s["active"]}
     with api.moving():
         world.advance(activity=0.08)
