@@ -1,13 +1,14 @@
 """`make dev`: Dagster's UI on this machine (`dg dev`), ready to run every job.
 
     python -m analytics_assets.dev [--port 3000] [--scale 300] [--reading lenient]
+        [--dagster-home dagster_home] [--duckdb data/simulated.duckdb]
 
 When no base URL is configured (`[sources.analytics_api] base_url` in `.dlt/`, or
 `SOURCES__ANALYTICS_API__BASE_URL`), the API is the local simulator: it starts here, beside the
 UI, serves a simulated workspace of `--scale` rooms, and stops when the UI does; tables go to
 `data/simulated.duckdb`. A configured base URL (the real API) means no simulator: the
 credentials and the warehouse are the configured ones. Either way Dagster keeps its runs and
-schedules in `dagster_home/`.
+schedules in `dagster_home/` (whose `dagster.yaml` keeps the warehouse's pool at one step).
 """
 
 from __future__ import annotations
@@ -39,9 +40,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--scale", type=int, default=300, help="rooms of the simulated API")
     parser.add_argument("--reading", choices=sorted(READINGS), default="lenient")
+    parser.add_argument(
+        "--dagster-home", type=Path, default=REPO / "dagster_home", help="Dagster's storage"
+    )
+    parser.add_argument(
+        "--duckdb",
+        type=Path,
+        default=REPO / "data" / "simulated.duckdb",
+        help="the warehouse when the simulator serves the API",
+    )
     args = parser.parse_args(argv)
+    # Ctrl-C stops everything, even where a shell started this with SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    env = {**os.environ, "DAGSTER_HOME": str(REPO / "dagster_home")}
+    env = {**os.environ, "DAGSTER_HOME": str(args.dagster_home.resolve())}
     simulator = None
     base_url = configured_base_url()
     if base_url:
@@ -50,20 +62,20 @@ def main(argv: list[str] | None = None) -> int:
         reading = READINGS[args.reading]
         world = generate_world(scale=args.scale, reading=reading)
         simulator = ApiSimulator(world, reading=reading).start()
-        data = REPO / "data"
-        data.mkdir(exist_ok=True)
+        db = args.duckdb.resolve()
+        db.parent.mkdir(parents=True, exist_ok=True)
         env.update(
             {
                 BASE_URL_ENV: simulator.base_url,
                 "SOURCES__ANALYTICS_API__API_TOKEN": DEFAULT_TOKEN,
-                "DESTINATION__DUCKDB__CREDENTIALS": str(data / "simulated.duckdb"),
+                "DESTINATION__DUCKDB__CREDENTIALS": str(db),
             }
         )
         env.pop("DESTINATION_TYPE", None)
         print(
             f"API: the local simulator at {simulator.base_url} ({args.scale} rooms, "
-            f"{reading.name} reading), tables in data/simulated.duckdb. Set "
-            f"[sources.analytics_api] base_url (or {BASE_URL_ENV}) to use the real API.",
+            f"{reading.name} reading), tables in {db}. Set [sources.analytics_api] base_url "
+            f"(or {BASE_URL_ENV}) to use the real API.",
             flush=True,
         )
     print(f"Dagster UI: http://{args.host}:{args.port}", flush=True)

@@ -314,6 +314,25 @@ def materialize(selection: list[str] | None = None, **kwargs: Any) -> dg.Execute
     return dg.materialize([assets], resources={"dlt": DagsterDltResource()}, **kwargs)
 
 
+def descendants(pid: int) -> set[int]:
+    """The processes under `pid` (from /proc)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        children = {child for child, parent in parents.items() if parent in frontier}
+        found |= children
+        frontier = children
+    return found
+
+
 # ---- a real PostgreSQL server on loopback, for the Postgres tests ---------------------------
 
 #: Set by `.ci/run`: a test whose tools are missing fails instead of being skipped.

@@ -27,7 +27,7 @@ from analytics_assets.defs.warehouse import analytics_pipeline
 from analytics_assets.simulator import ApiSimulator, World
 from analytics_assets.simulator.expected import compare
 from analytics_assets.simulator.world import EVENT_RETENTION
-from analytics_assets_tests.conftest import REPO, create_database, skip_or_fail
+from analytics_assets_tests.conftest import REPO, create_database, descendants, skip_or_fail
 
 BIN = Path(sys.executable).parent
 JOBS = ("activity_refresh", "live_peers_refresh", "daily_sweep")
@@ -176,7 +176,7 @@ def test_refresh_jobs_at_once_on_two_celery_workers(
             time.sleep(0.2)
         # `dagster-celery worker start` runs `celery worker`; with --pool=solo it executes
         # each step in that process.
-        worker_pids = {pid for w in workers for pid in _descendants(w.pid)}
+        worker_pids = {pid for w in workers for pid in descendants(w.pid)}
 
         first_clock = world.clock
         used: set[int] = set()
@@ -196,25 +196,6 @@ def test_refresh_jobs_at_once_on_two_celery_workers(
                 os.killpg(worker.pid, signal.SIGTERM)
         for worker in workers:
             worker.wait(timeout=30)
-
-
-def _descendants(pid: int) -> set[int]:
-    """The processes under `pid` (from /proc)."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found: set[int] = set()
-    frontier = {pid}
-    while frontier:
-        children = {child for child, parent in parents.items() if parent in frontier}
-        found |= children
-        frontier = children
-    return found
 
 
 def _steps_ran_on_the_workers(

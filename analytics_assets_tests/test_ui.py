@@ -1,28 +1,33 @@
-"""What a user sees in `dagster dev`, in a real browser: the Dagster webserver on loopback with
-the project loaded and materialized, driven by Playwright in Debian's headless Chromium.
+"""What a user sees after `make dev`, in a real browser: `python -m analytics_assets.dev` alone
+(it starts the simulator and `dg dev`), driven by Playwright in Debian's headless Chromium.
 
-A screenshot of the asset graph is saved to `test-artifacts/asset_graph.png` (or
-$TEST_ARTIFACTS_DIR). Without Chromium or Playwright the test is skipped, saying which is missing.
+Screenshots are saved to `test-artifacts/` (or $TEST_ARTIFACTS_DIR): the first screen, the asset
+graph, a chart. Without Chromium or Playwright the test is skipped, saying which is missing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pytest
 
-from analytics_assets.simulator import ApiSimulator
-from analytics_assets_tests.conftest import REQUIRE_ALL
+from analytics_assets.simulator import LENIENT, generate_world
+from analytics_assets.simulator.expected import compare
+from analytics_assets_tests.conftest import REQUIRE_ALL, descendants
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS_DIR", REPO / "test-artifacts"))
@@ -67,48 +72,74 @@ playwright = pytest.importorskip(
 )
 
 
+@dataclass
+class DevServer:
+    """`make dev` running: the UI at `url`, the simulator it started, its Dagster home."""
+
+    url: str
+    home: Path
+    process: subprocess.Popen[bytes]
+    log: Path
+    simulator_url: str = ""
+
+
 @pytest.fixture
-def webserver(api: ApiSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """The project in a fresh Dagster instance (nothing run yet), served by dagster-webserver
-    on loopback."""
+def dev(tmp_path: Path) -> Iterator[DevServer]:
+    """`make dev PORT=<free port>` as a user runs it (`python -m analytics_assets.dev`), with no
+    base URL configured: it starts the simulator itself; its Dagster home and DuckDB file are
+    the test's own. Stopped as Ctrl-C stops it; nothing of it may outlive that."""
     home = tmp_path / "dagster_home"
     home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    shutil.copy(REPO / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dagster_webserver",
-            "-m",
-            "analytics_assets.definitions",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-        ],
+    log = tmp_path / "make_dev.log"
+    command = [sys.executable, "-m", "analytics_assets.dev", "--port", str(port), "--scale", "40"]
+    command += ["--dagster-home", str(home), "--duckdb", str(tmp_path / "simulated.duckdb")]
+    process = subprocess.Popen(
+        command,
+        cwd=REPO,
         env=dict(os.environ),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
-    url = f"http://127.0.0.1:{port}"
+    server = DevServer(f"http://127.0.0.1:{port}", home, process, log)
     try:
         deadline = time.monotonic() + 120
         while True:
             try:
-                urllib.request.urlopen(url + "/server_info", timeout=2).close()
+                urllib.request.urlopen(server.url + "/server_info", timeout=2).close()
                 break
             except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("dagster-webserver did not start") from None
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError(
+                        "make dev did not serve the UI:\n" + log.read_text()
+                    ) from None
                 time.sleep(0.5)
-        yield url
+        found = re.search(r"the local simulator at (http://\S+)", log.read_text())
+        assert found, log.read_text()
+        server.simulator_url = found.group(1)
+        yield server
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        started = descendants(process.pid)  # dg dev, the webserver, the daemon, code servers
+        process.send_signal(signal.SIGINT)  # Ctrl-C
+        try:
+            process.wait(timeout=60)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+    assert started and not [pid for pid in started if _alive(pid)], "make dev left processes"
+    with pytest.raises(OSError):  # the simulator stopped with it
+        urllib.request.urlopen(server.simulator_url + "/v2/rooms", timeout=2)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def _open(page: Any, url: str) -> str:
@@ -120,55 +151,77 @@ def _open(page: Any, url: str) -> str:
     return str(page.inner_text("body"))
 
 
+def _skip_the_welcome_dialog(page: Any) -> None:
+    """A new browser profile gets Dagster's newsletter dialog once, a moment after the first
+    page loads; skipped, it does not come back."""
+    with contextlib.suppress(playwright.TimeoutError):
+        page.get_by_role("button", name="Skip").click(timeout=10_000)
+
+
 def _between(text: str, start: str, end: str) -> str:
     return text.split(start, 1)[1].split(end, 1)[0]
 
 
+#: The code location `make dev` serves (`dg dev`, `[tool.dg.project]` in pyproject.toml).
+LOCATION = "locations/analytics_assets"
+
+
 @pytest.mark.slow
-def test_a_user_sees_the_graph_assets_schedules_sensors_and_checks(webserver: str) -> None:
+def test_make_dev_alone_serves_a_clean_first_screen_and_runs_a_refresh_job(
+    dev: DevServer, tmp_path: Path
+) -> None:
+    """`make dev` with nothing else running: a first screen with no failed check and no
+    row the UI cannot show; a refresh job launched from the UI succeeds against the simulator
+    `make dev` started; then the graph, metadata, charts, checks, schedules and sensors."""
     from analytics_assets.definitions import defs
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    instance = dg.DagsterInstance.get()
+    instance = dg.DagsterInstance.from_config(str(dev.home))
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         page = browser.new_page(viewport={"width": 1800, "height": 1500})
         try:
-            # The first screen, before anything has run: the freshness sensor's first tick
-            # (as the daemon would run it) requests nothing, no check shows failed, and no
-            # asset page carries a row it cannot show.
+            # The first screen, before anything has run: the freshness sensor requests
+            # nothing, no check shows failed, and no asset page carries a row it cannot show.
             sensor = next(s for s in defs.sensors or [] if s.name == "freshness_every_5_minutes")
             tick = sensor(dg.build_sensor_context(instance=instance, definitions=defs))
             assert isinstance(tick, dg.SkipReason)
-            _open(
-                page,
-                f"{webserver}/locations/analytics_assets.definitions/asset-groups/analytics_api/lineage",
-            )
+            _open(page, f"{dev.url}/{LOCATION}/asset-groups/analytics_api/lineage")
             page.get_by_text("active_room_peers", exact=True).first.wait_for(timeout=30_000)
+            page.get_by_text("Never materialized").first.wait_for(timeout=30_000)
+            _skip_the_welcome_dialog(page)
+            text = str(page.inner_text("body"))
+            assert "Passed" in text and "Failed" not in text
             page.screenshot(path=str(ARTIFACTS / "first_screen.png"))
             # The tables with checks of every kind: keys, references, completeness, freshness.
             for name in ("rooms", "active_room_peers", "analytics_events"):
-                _open(page, f"{webserver}/assets/analytics/{name}?view=checks")
+                _open(page, f"{dev.url}/assets/analytics/{name}?view=checks")
                 page.get_by_text("primary_key_unique_and_not_null").first.wait_for(timeout=30_000)
                 text = str(page.inner_text("body"))
                 assert "Failed" not in text and "(unserializable)" not in text, name
-                _open(page, f"{webserver}/assets/analytics/{name}")  # overview: definition
+                _open(page, f"{dev.url}/assets/analytics/{name}")  # overview: definition
                 page.get_by_text("Description").first.wait_for(timeout=30_000)
                 assert "(unserializable)" not in str(page.inner_text("body")), name
-            sensor_page = "locations/analytics_assets.definitions/sensors/freshness_every_5_minutes"
-            _open(page, f"{webserver}/{sensor_page}")
+            _open(page, f"{dev.url}/{LOCATION}/sensors/freshness_every_5_minutes")
             page.get_by_text("Target").first.wait_for(timeout=30_000)
             target = _between(str(page.inner_text("body")), "Target", "Running")
             assert target.strip() == "check_freshness"  # a name, not a selection's repr
 
-            job = defs.resolve_implicit_global_asset_job_def()
-            assert job.execute_in_process(instance=instance).success
+            # A refresh job, launched as a user launches it: "Materialize all" on its page.
+            _open(page, f"{dev.url}/{LOCATION}/jobs/activity_refresh")
+            page.get_by_role("button", name="Materialize all").first.click()
+            run = _wait_for_run(instance, "activity_refresh")
+            assert run.status == dg.DagsterRunStatus.SUCCESS, dev.log.read_text()[-3000:]
+            _open(page, f"{dev.url}/runs/{run.run_id}")
+            page.get_by_text("Success").first.wait_for(timeout=30_000)
+            # Against the simulator `make dev` started: the tables it refreshes are exact.
+            world = generate_world(scale=40, reading=LENIENT)
+            diffs = compare(tmp_path / "simulated.duckdb", world)
+            for table in ("rooms", "sessions", "analytics_events", "recordings"):
+                assert diffs[table].exact and diffs[table].loaded, diffs[table]
 
             # The asset graph of the raw group: the eight assets, then the marts they feed.
-            _open(
-                page,
-                f"{webserver}/locations/analytics_assets.definitions/asset-groups/analytics_api/lineage",
-            )
+            _open(page, f"{dev.url}/{LOCATION}/asset-groups/analytics_api/lineage")
             for name in RAW:
                 node = page.get_by_text(name, exact=True).first
                 node.wait_for(state="visible", timeout=30_000)
@@ -176,7 +229,7 @@ def test_a_user_sees_the_graph_assets_schedules_sensors_and_checks(webserver: st
 
             # Each child's page lists the parents the graph draws edges from.
             for child, parents in FAN_OUT.items():
-                text = _open(page, f"{webserver}/assets/analytics/{child}")
+                _open(page, f"{dev.url}/assets/analytics/{child}")
                 page.get_by_text("Upstream assets").first.wait_for(timeout=30_000)
                 text = str(page.inner_text("body"))
                 upstream = _between(text, "Upstream assets", "Downstream assets")
@@ -184,26 +237,26 @@ def test_a_user_sees_the_graph_assets_schedules_sensors_and_checks(webserver: st
                     assert f"analytics / {parent}" in upstream, (child, upstream)
 
             # An asset's page: its last materialization's metadata.
-            _open(page, f"{webserver}/assets/analytics/rooms")
+            _open(page, f"{dev.url}/assets/analytics/rooms")
             page.get_by_text("rows_loaded").first.wait_for(timeout=30_000)
             text = str(page.inner_text("body"))
             assert "Row count" in text and "dagster/row_count" not in text  # shown as a badge
             assert "destination_name" in text and "Columns" in text
 
             # A chart in the analytics' metadata.
-            _open(page, f"{webserver}/assets/analytics/peer_minutes_daily")
+            _open(page, f"{dev.url}/assets/analytics/peer_minutes_daily")
             page.get_by_text("Peer minutes per day").first.wait_for(timeout=30_000)
             assert "█" in str(page.inner_text("body"))
             page.screenshot(path=str(ARTIFACTS / "peer_minutes_chart.png"))
 
-            # Checks on an asset.
-            _open(page, f"{webserver}/assets/analytics/analytics_events?view=checks")
+            # Checks on an asset, run by the refresh.
+            _open(page, f"{dev.url}/assets/analytics/analytics_events?view=checks")
             page.get_by_text("primary_key_unique_and_not_null").first.wait_for(timeout=30_000)
             text = str(page.inner_text("body"))
-            assert "rooms_exist" in text and "freshness_check" in text
+            assert "rooms_exist" in text and "freshness_check" in text and "Failed" not in text
 
             # Schedules and sensors.
-            _open(page, f"{webserver}/automation")
+            _open(page, f"{dev.url}/automation")
             page.get_by_text("activity_hourly").first.wait_for(timeout=30_000)
             text = str(page.inner_text("body"))
             for name in (
@@ -216,3 +269,15 @@ def test_a_user_sees_the_graph_assets_schedules_sensors_and_checks(webserver: st
         finally:
             browser.close()
     assert (ARTIFACTS / "asset_graph.png").stat().st_size > 10_000
+
+
+def _wait_for_run(instance: dg.DagsterInstance, job: str, timeout: float = 180) -> Any:
+    """The job's run, once it has finished."""
+    finished = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = instance.get_runs(dg.RunsFilter(job_name=job))
+        if runs and runs[0].status in finished:
+            return runs[0]
+        time.sleep(0.5)
+    raise AssertionError(f"no run of {job} finished within {timeout:.0f} s")
