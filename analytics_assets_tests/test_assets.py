@@ -97,6 +97,46 @@ def test_definitions_load_without_any_token_and_create_nothing(tmp_path: Path) -
     assert not (tmp_path / "dlt").exists() and not (tmp_path / "nowhere").exists()
 
 
+def test_dg_lists_every_asset_check_job_schedule_and_sensor(tmp_path: Path) -> None:
+    """Dagster's `dg` CLI works on the project (`[tool.dg]` in pyproject.toml), with no token."""
+    env = {name: os.environ[name] for name in ("PATH", "LANG", "TMPDIR") if name in os.environ}
+    env.update(
+        HOME=str(tmp_path),
+        DLT_PROJECT_DIR=os.environ["DLT_PROJECT_DIR"],
+        VIRTUAL_ENV=str(Path(sys.executable).parents[1]),
+    )
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "dg"), "list", "defs", "--json"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    listed = json.loads(done.stdout[done.stdout.index("{") :])
+    assert {a["asset_key"] for a in listed["assets"]} == {f"analytics/{n}" for n in SNAPSHOT}
+    checks = {(c["asset_key"], c["name"]) for c in listed["asset_checks"]}
+    assert checks == {
+        ("/".join(k.asset_key.path), k.name) for k in defs.resolve_asset_graph().asset_check_keys
+    }
+    assert {j["name"] for j in listed["jobs"]} >= {
+        "activity_refresh",
+        "live_peers_refresh",
+        "daily_sweep",
+        "check_freshness",
+    }
+    assert {s["name"] for s in listed["schedules"]} == {
+        "live_peers_every_5_minutes",
+        "activity_hourly",
+        "daily_sweep_at_0317",
+    }
+    assert {s["name"] for s in listed["sensors"]} == {
+        "report_failed_runs",
+        "freshness_every_5_minutes",
+    }
+
+
 @BOTH_READINGS
 def test_full_materialization_equals_the_api_and_reports_metadata(
     api: ApiSimulator, world: World, warehouse: Path
