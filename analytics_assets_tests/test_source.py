@@ -10,11 +10,13 @@ import inspect
 import logging
 import re
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -37,6 +39,7 @@ from analytics_assets.source import (
     RepeatingCursorError,
     analytics_api,
 )
+from analytics_assets.source.run import Run, RunSettings
 from analytics_assets.source.settings import EVENT_TYPES, RETRY_STATUSES
 from analytics_assets_tests.conftest import (
     BOTH_READINGS,
@@ -468,3 +471,38 @@ def test_missing_token_names_api_token_and_sends_nothing(
     assert "API_TOKEN" in str(err.value)
     assert any(isinstance(e, MissingApiTokenError) for e in _chain(err.value))
     assert api.requests == []
+
+
+# ---- what a run leaves behind --------------------------------------------------------------
+
+
+def _fan_out_run(workers: int = 3) -> Run:
+    """A run whose client is never called: only its fan-out is used."""
+    client = SimpleNamespace(workers=workers)
+    settings = RunSettings(
+        tables=frozenset(),
+        full_refresh=False,
+        sweep=False,
+        margin=timedelta(0),
+        lookback=timedelta(0),
+        retention=timedelta(0),
+        start_date=None,
+    )
+    return Run(client, settings)  # type: ignore[arg-type]
+
+
+def _pool_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("analytics_api")]
+
+
+def test_fan_out_pools_are_shut_down_when_a_run_ends_or_stops_early() -> None:
+    """A long-lived code server runs many runs: none may leave idle worker threads behind,
+    whether the fan-out was read to the end or abandoned (a failed run)."""
+    run = _fan_out_run()
+    assert sorted(run.fan_out(lambda n: n * n, range(20))) == [n * n for n in range(20)]
+    assert _pool_threads() == []
+    started = run.fan_out(lambda n: time.sleep(0.01) or n, range(50))
+    next(started)
+    assert _pool_threads()  # working
+    started.close()  # what a failing run's generator gets
+    assert _pool_threads() == []
