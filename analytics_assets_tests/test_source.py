@@ -501,8 +501,13 @@ def test_fan_out_pools_are_shut_down_when_a_run_ends_or_stops_early() -> None:
     run = _fan_out_run()
     assert sorted(run.fan_out(lambda n: n * n, range(20))) == [n * n for n in range(20)]
     assert _pool_threads() == []
-    started = run.fan_out(lambda n: time.sleep(0.01) or n, range(50))
+
+    def slow(n: int) -> int:
+        time.sleep(0.01)
+        return n
+
+    started = run.fan_out(slow, range(50))
     next(started)
     assert _pool_threads()  # working
-    started.close()  # what a failing run's generator gets
+    started.close()  # type: ignore[attr-defined]  # (a generator) what a failing run's gets
     assert _pool_threads() == []
