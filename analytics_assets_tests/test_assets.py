@@ -300,3 +300,19 @@ def _failure_message(result: dg.ExecuteInProcessResult) -> str:
     error = failures[0].step_failure_data.error
     assert error is not None
     return error.to_string()
+
+
+def test_duckdb_file_is_the_default_unless_a_path_is_configured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The committed config.toml makes `[destination.duckdb.credentials]` a table (DuckDB's
+    memory cap): with no path configured the warehouse is `data/warehouse.duckdb` of the
+    checkout, never a file named after that table."""
+    from analytics_assets.defs.warehouse import default_duckdb_path, duckdb_path
+
+    monkeypatch.delenv("DESTINATION__DUCKDB__CREDENTIALS")
+    assert duckdb_path() == default_duckdb_path() == REPO / "data" / "warehouse.duckdb"
+    monkeypatch.setenv("DESTINATION__DUCKDB__CREDENTIALS__DATABASE", str(tmp_path / "a.duckdb"))
+    assert duckdb_path() == tmp_path / "a.duckdb"
+    monkeypatch.setenv("DESTINATION__DUCKDB__CREDENTIALS", str(tmp_path / "b.duckdb"))
+    assert duckdb_path() == tmp_path / "b.duckdb"

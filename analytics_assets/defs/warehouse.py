@@ -62,9 +62,17 @@ def default_duckdb_path() -> Path:
 
 
 def duckdb_path() -> Path:
-    """The DuckDB file in use: dlt's own `DESTINATION__DUCKDB__CREDENTIALS`, else the default."""
-    configured = dlt.config.get("destination.duckdb.credentials", str)
-    return Path(configured) if configured else default_duckdb_path()
+    """The DuckDB file in use: dlt's own `DESTINATION__DUCKDB__CREDENTIALS` (a path), or the
+    `database` of a `[destination.duckdb.credentials]` table, else the default.
+
+    `.dlt/config.toml` sets `[destination.duckdb.credentials.global_config]` (DuckDB's memory
+    cap), so the setting is a table, not a path, unless a path is configured: read as a string
+    it would name a file `{"global_config": ...}` in the working directory.
+    """
+    configured = dlt.config.get("destination.duckdb.credentials")
+    if isinstance(configured, Mapping) or not configured:
+        configured = dlt.config.get("destination.duckdb.credentials.database", str)
+    return Path(str(configured)) if configured else default_duckdb_path()
 
 
 def warehouse_destination() -> Destination[Any, Any]:
