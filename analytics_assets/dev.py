@@ -23,10 +23,10 @@ from pathlib import Path
 
 import dlt
 
-from analytics_assets.simulator import DEFAULT_TOKEN, READINGS, ApiSimulator, generate_world
+from analytics_assets.run_simulated import BASE_URL_ENV, simulated_api_env
+from analytics_assets.simulator import READINGS, ApiSimulator, generate_world
 
 REPO = Path(__file__).resolve().parents[1]
-BASE_URL_ENV = "SOURCES__ANALYTICS_API__BASE_URL"
 
 
 def configured_base_url() -> str | None:
@@ -64,13 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         simulator = ApiSimulator(world, reading=reading).start()
         db = args.duckdb.resolve()
         db.parent.mkdir(parents=True, exist_ok=True)
-        env.update(
-            {
-                BASE_URL_ENV: simulator.base_url,
-                "SOURCES__ANALYTICS_API__API_TOKEN": DEFAULT_TOKEN,
-                "DESTINATION__DUCKDB__CREDENTIALS": str(db),
-            }
-        )
+        env.update(simulated_api_env(simulator.base_url, db))
         env.pop("DESTINATION_TYPE", None)
         print(
             f"API: the local simulator at {simulator.base_url} ({args.scale} rooms, "
@@ -81,44 +75,42 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Dagster UI: http://{args.host}:{args.port}", flush=True)
     dg = Path(sys.executable).parent / "dg"
     command = [str(dg), "dev", "--port", str(args.port), "--host", args.host]
-    # `dg dev` runs the webserver, the daemon and code servers; in a group of their own, they
-    # are stopped together however this process is asked to stop (Ctrl-C, `kill`). It stops
-    # on SIGINT, which a shell may have set to be ignored for background commands: restored.
-    ui = subprocess.Popen(
-        command,
-        cwd=REPO,
-        env={**env, "VIRTUAL_ENV": str(dg.parents[1])},
-        start_new_session=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    signal.signal(signal.SIGTERM, lambda signum, frame: _interrupt(ui))
+    ui: subprocess.Popen[bytes] | None = None
     try:
+        # `dg dev` runs the webserver, the daemon and code servers: in a process group of their
+        # own, stopped together however this process is asked to stop. (SIGINT is handled
+        # here, so the exec gives `dg dev` its default action even if a shell ignored it.)
+        ui = subprocess.Popen(
+            command,
+            cwd=REPO,
+            env={**env, "VIRTUAL_ENV": str(dg.parents[1])},
+            start_new_session=True,
+        )
+        for stop in (signal.SIGTERM, signal.SIGHUP):  # `kill`, a closed terminal
+            signal.signal(stop, _raise_interrupt)
         return ui.wait()
     except KeyboardInterrupt:
-        _interrupt(ui)
-        return ui.wait()
+        return 130
     finally:
-        _stop(ui)
+        if ui is not None:
+            _stop(ui)
         if simulator is not None:
             simulator.stop()
 
 
-def _interrupt(ui: subprocess.Popen[bytes]) -> None:
-    """Ctrl-C for the whole group, as `dg dev` expects."""
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop(ui: subprocess.Popen[bytes], grace: float = 30.0) -> None:
+    """Stop the group as Ctrl-C stops `dg dev`, then kill what is left after a grace period."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(ui.pid, signal.SIGINT)
-
-
-def _stop(ui: subprocess.Popen[bytes]) -> None:
-    """Make sure nothing of the group is left: interrupt, then kill after a grace period."""
-    if ui.poll() is None:
-        _interrupt(ui)
-        try:
-            ui.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(ui.pid, signal.SIGKILL)
-            ui.wait()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        ui.wait(timeout=grace)
+    with contextlib.suppress(ProcessLookupError):  # whatever of the group outlived `dg dev`
+        os.killpg(ui.pid, signal.SIGKILL)
+    ui.wait()
 
 
 if __name__ == "__main__":

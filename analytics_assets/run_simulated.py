@@ -20,6 +20,21 @@ from analytics_assets.simulator import DEFAULT_TOKEN, READINGS, ApiSimulator, ge
 from analytics_assets.simulator.expected import compare
 
 ANALYTICS_TABLES = ("peer_minutes_daily", "unmuted_time", "client_errors_daily")
+BASE_URL_ENV = "SOURCES__ANALYTICS_API__BASE_URL"
+
+
+def simulated_api_env(base_url: str, db: Path) -> dict[str, str]:
+    """The settings that point the project at the local simulator and a DuckDB file, over any
+    the user configured for the real API (in the environment or `.dlt/secrets.toml`): the
+    simulator's token, and no app key or secret, whose minted tokens it would refuse."""
+    return {
+        BASE_URL_ENV: base_url,
+        "SOURCES__ANALYTICS_API__API_TOKEN": DEFAULT_TOKEN,
+        "SOURCES__ANALYTICS_API__APP_ACCESS_KEY": "",
+        "SOURCES__ANALYTICS_API__APP_SECRET": "",
+        "DESTINATION__DUCKDB__CREDENTIALS": str(db),
+    }
+
 
 DEFAULT_DB = Path("data") / "simulated.duckdb"
 
@@ -48,13 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         db.parent.mkdir(parents=True, exist_ok=True)
         for stale in (db, db.with_name(db.name + ".wal")):
             stale.unlink(missing_ok=True)  # a full load of this simulated world, from scratch
-        os.environ.update(
-            {
-                "SOURCES__ANALYTICS_API__BASE_URL": sim.base_url,
-                "SOURCES__ANALYTICS_API__API_TOKEN": DEFAULT_TOKEN,
-                "DESTINATION__DUCKDB__CREDENTIALS": str(db.resolve()),
-            }
-        )
+        os.environ.update(simulated_api_env(sim.base_url, db.resolve()))
         os.environ.pop("DESTINATION_TYPE", None)
         # Imported only now: the definitions read the configuration set just above.
         import dagster as dg

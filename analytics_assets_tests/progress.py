@@ -30,6 +30,7 @@ class FileProgress:
         if not self.total:  # without xdist the controller collects itself
             self._expect([item.nodeid for item in session.items])
 
+    @pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist: absent without it
     def pytest_xdist_node_collection_finished(self, node: object, ids: list[str]) -> None:
         if not self.total:
             self._expect(list(ids))

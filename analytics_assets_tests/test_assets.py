@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,14 @@ import pytest
 from analytics_assets.definitions import defs
 from analytics_assets.simulator import ApiSimulator, FaultPlan, World
 from analytics_assets.simulator.expected import compare
-from analytics_assets_tests.conftest import BOTH_READINGS, REPO, FullLoad, materialize, query
+from analytics_assets_tests.conftest import (
+    BOTH_READINGS,
+    REPO,
+    FullLoad,
+    free_port,
+    materialize,
+    query,
+)
 
 RAW = {
     "rooms": [],
@@ -239,9 +245,7 @@ def test_unreachable_api_headline_names_host_and_endpoint_and_every_wait_is_logg
     """What the run's page shows when the base URL is wrong: the error's first line names the
     host and the endpoint, and each retry wait was logged (endpoint, seconds, attempt n of N)
     while it happened, so a long wait is never silent."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]  # closed once the block ends: nobody listens
+    port = free_port()  # nobody listens there
     monkeypatch.setenv("SOURCES__ANALYTICS_API__BASE_URL", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("API_TOKEN", "any-token-1234")
     instance = dg.DagsterInstance.ephemeral()

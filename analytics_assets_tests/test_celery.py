@@ -27,16 +27,16 @@ from analytics_assets.defs.warehouse import analytics_pipeline
 from analytics_assets.simulator import ApiSimulator, World
 from analytics_assets.simulator.expected import compare
 from analytics_assets.simulator.world import EVENT_RETENTION
-from analytics_assets_tests.conftest import REPO, create_database, descendants, skip_or_fail
+from analytics_assets_tests.conftest import (
+    REPO,
+    create_database,
+    descendants,
+    free_port,
+    skip_or_fail,
+)
 
 BIN = Path(sys.executable).parent
 JOBS = ("activity_refresh", "live_peers_refresh", "daily_sweep")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
             "redis-server not found: install Debian's `redis-server` package (.ci/run does) to "
             "run the Celery test"
         )
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [
             server,

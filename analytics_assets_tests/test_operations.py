@@ -296,18 +296,39 @@ def test_failed_run_is_logged_when_no_webhook_is_set(
     assert f"run `{run_id}`" in logged and "503" in logged and "/v2/recordings" in logged
 
 
-def test_freshness_applies_once_there_is_data(api: ApiSimulator) -> None:
-    """On a fresh instance no freshness check runs (none can fail); after a load, the loaded
-    assets' checks run, and only theirs."""
+def test_freshness_applies_once_there_is_data_and_when_a_check_is_due(
+    api: ApiSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a fresh instance no freshness check runs (none can fail). After a load, the job's own
+    run evaluates the check; the sensor asks again only once that result could have gone
+    stale, and only for the assets loaded; the run it asks for evaluates exactly those."""
+    from dagster._core.definitions.asset_checks.asset_check_factories.freshness_checks import (
+        sensor as dagster_freshness,
+    )
+
     instance = dg.DagsterInstance.ephemeral()
     sensor = next(s for s in defs.sensors or [] if s.name == "freshness_every_5_minutes")
-    first = sensor(dg.build_sensor_context(instance=instance, definitions=defs))
+
+    def tick() -> Any:
+        return sensor(dg.build_sensor_context(instance=instance, definitions=defs))
+
+    first = tick()
     assert isinstance(first, dg.SkipReason) and "nothing loaded yet" in str(first.skip_message)
     assert run_job("live_peers_refresh", instance=instance).success
-    after = sensor(dg.build_sensor_context(instance=instance, definitions=defs))
-    assert isinstance(after, dg.SensorResult)
-    (request,) = after.run_requests or []
-    assert [k.asset_key.path[-1] for k in request.asset_check_keys or []] == ["active_room_peers"]
+    fresh = tick()  # the job's run just evaluated the check: fresh for 15 minutes
+    assert isinstance(fresh, dg.SkipReason) and "is due" in str(fresh.skip_message)
+    later = dagster_time.get_current_datetime() + timedelta(minutes=16)
+    monkeypatch.setattr(dagster_freshness, "get_current_datetime", lambda: later)
+    due = tick()
+    assert isinstance(due, dg.SensorResult)
+    (request,) = due.run_requests or []
+    keys = set(request.asset_check_keys or [])
+    assert [k.asset_key.path[-1] for k in keys] == ["active_room_peers"]
+    run = defs.resolve_job_def("check_freshness").get_subset(asset_check_selection=keys)
+    result = run.execute_in_process(instance=instance)
+    assert {(e.asset_key.path[-1], e.check_name) for e in result.get_asset_check_evaluations()} == {
+        ("active_room_peers", "freshness_check")
+    }
 
 
 SECRETS_TOML = """
@@ -317,6 +338,12 @@ app_secret = "secret-from-secrets-toml-5678"
 
 [destination.postgres]
 credentials = "postgresql://loader:pg-pass-9012@db-host:5432/warehouse"
+
+[destination.snowflake.credentials]
+host = "acme-account"
+username = "loader"
+password = "sf-pass-4321"
+database = "analytics_db"
 """
 
 
@@ -331,15 +358,23 @@ def test_alerts_mask_secrets_from_secrets_toml_the_access_key_and_database_urls(
         "boom: key-from-secrets-toml-1234 secret-from-secrets-toml-5678 "
         "postgresql://loader:pg-pass-9012@db-host:5432/warehouse pg-pass-9012 "
         "postgresql+psycopg2://dagster:dg-pass-3456@host/dagster redis://:rd-pass-7890@broker:6379"
+        " sf-pass-4321 md:analytics?motherduck_token=md-token-6543 md-token-6543"
+    )
+    # What names a place is no secret: it stays readable in the alert.
+    kept = (
+        "could not connect to db-host:5432 database analytics_db as loader; "
+        "pool analytics_warehouse; GET http://127.0.0.1:8765/v2/x?e=a@b took 86400 s"
     )
     script = (
         "import sys; from analytics_assets.defs.alerts import failure_message; "
-        f"print(failure_message('job', 'run', [('step', {leak!r})], None))"
+        f"print(failure_message('job', 'run', [('step', {leak!r}), ('other', {kept!r})], None))"
     )
     env = {
         **os.environ,
         "DLT_PROJECT_DIR": str(project),
         "DAGSTER_POSTGRES_URL": "postgresql+psycopg2://dagster:dg-pass-3456@host/dagster",
+        "DESTINATION__MOTHERDUCK__CREDENTIALS": "md:analytics?motherduck_token=md-token-6543",
+        "SOURCES__ANALYTICS_API__TOKEN_LIFETIME_SECONDS": "86400",
     }
     done = subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
@@ -351,9 +386,12 @@ def test_alerts_mask_secrets_from_secrets_toml_the_access_key_and_database_urls(
         "pg-pass",
         "dg-pass",
         "rd-pass",
+        "sf-pass",
+        "md-token",
     ):
         assert secret not in text, (secret, text)
     assert "***" in text and "step `step`" in text
+    assert f"step `other`: {kept}" in text, text
 
 
 def test_redact_masks_known_secrets_and_bearer_tokens() -> None:

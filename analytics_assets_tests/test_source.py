@@ -9,7 +9,6 @@ from __future__ import annotations
 import inspect
 import logging
 import re
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -45,6 +44,7 @@ from analytics_assets_tests.conftest import (
     BOTH_READINGS,
     LIST_SCALE,
     column_names,
+    free_port,
     ids,
     query,
     run_source,
@@ -436,9 +436,7 @@ def test_400_is_not_retried(world: World, warehouse: Path) -> None:
 
 
 def test_unreachable_host_fails_naming_host_and_endpoint(warehouse: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]  # closed once the block ends: nobody listens
+    port = free_port()  # nobody listens there
     started = time.monotonic()
     with pytest.raises(PipelineStepFailed) as err:
         run_source(warehouse, base_url=f"http://127.0.0.1:{port}", api_token=DEFAULT_TOKEN)

@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ import pytest
 
 from analytics_assets.simulator import LENIENT, generate_world
 from analytics_assets.simulator.expected import compare
-from analytics_assets_tests.conftest import REQUIRE_ALL, descendants
+from analytics_assets_tests.conftest import REQUIRE_ALL, alive, descendants, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS_DIR", REPO / "test-artifacts"))
@@ -91,14 +90,15 @@ def dev(tmp_path: Path) -> Iterator[DevServer]:
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(REPO / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     log = tmp_path / "make_dev.log"
     command = [sys.executable, "-m", "analytics_assets.dev", "--port", str(port), "--scale", "40"]
     command += ["--dagster-home", str(home), "--duckdb", str(tmp_path / "simulated.duckdb")]
+    # Started as a shell starts a background command, with SIGINT ignored: Ctrl-C (SIGINT to
+    # the process) must stop it all the same.
+    ignoring_sigint = ["/bin/sh", "-c", 'trap "" INT; exec "$@"', "sh", *command]
     process = subprocess.Popen(
-        command,
+        ignoring_sigint,
         cwd=REPO,
         env=dict(os.environ),
         stdout=log.open("wb"),
@@ -130,16 +130,9 @@ def dev(tmp_path: Path) -> Iterator[DevServer]:
         finally:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
-    assert started and not [pid for pid in started if _alive(pid)], "make dev left processes"
+    assert started and not [pid for pid in started if alive(pid)], "make dev left processes"
     with pytest.raises(OSError):  # the simulator stopped with it
         urllib.request.urlopen(server.simulator_url + "/v2/rooms", timeout=2)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _open(page: Any, url: str) -> str:
@@ -242,6 +235,7 @@ def test_make_dev_alone_serves_a_clean_first_screen_and_runs_a_refresh_job(
             text = str(page.inner_text("body"))
             assert "Row count" in text and "dagster/row_count" not in text  # shown as a badge
             assert "destination_name" in text and "Columns" in text
+            assert "(unserializable)" not in text
 
             # A chart in the analytics' metadata.
             _open(page, f"{dev.url}/assets/analytics/peer_minutes_daily")

@@ -217,6 +217,17 @@ def measure(name: str, sim: Simulator, scale: int, workdir: Path) -> Measured:
     return measured
 
 
+def cpu_probe() -> float:
+    """Seconds for a fixed pure-Python loop, the best of three: a shared or throttled machine
+    shows here, so that figures taken on different days can be compared."""
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        sum(i * i for i in range(10**7))
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=int, default=1000)
@@ -243,7 +254,9 @@ def main(argv: list[str] | None = None) -> int:
             sim.stop()
 
     print(
-        f"\nlatency {args.latency_ms:g} ms per request; {os.cpu_count()} cores; workers {WORKERS}"
+        f"\nlatency {args.latency_ms:g} ms per request; {os.cpu_count()} cores; workers {WORKERS}; "
+        f"this machine's speed: {cpu_probe():.2f} s for a pure-Python loop of 10^7 squares "
+        "(the project's time follows it, the plain run's mostly the latency)"
     )
     header = f"{'run':<12}{'rooms':>7}{'seconds':>9}{'requests':>10}{'rows':>9}"
     print(header + f"{'rows/s':>9}{'peak MB':>9}")

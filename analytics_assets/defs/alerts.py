@@ -3,9 +3,10 @@
 The webhook gets Slack-compatible JSON (`{"text": ...}`) at the URL in
 `ANALYTICS_ALERT_WEBHOOK_URL`. The message names the job, the run, the failed steps and their
 errors. Every secret the project knows of is masked, wherever it was configured (the
-environment, `.dlt/secrets.toml`): the API token, the app access key and secret, the
-warehouse's credentials, Dagster's database and the Celery broker URLs, the webhook URL itself;
-so are bearer tokens and the password of any URL (`scheme://user:password@host`).
+environment, `.dlt/secrets.toml`): the API token, the app access key and secret, the webhook
+URL itself, and the secret pieces of the warehouse's credentials and of Dagster's database and
+the Celery broker URLs (passwords, tokens), not the hosts or databases they name; so are
+bearer tokens and the password of any URL (`scheme://user:password@host`).
 """
 
 from __future__ import annotations
@@ -14,76 +15,91 @@ import os
 import re
 from collections.abc import Iterable, Iterator
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import dagster as dg
 import requests
 
 WEBHOOK_ENV = "ANALYTICS_ALERT_WEBHOOK_URL"
-#: Variables whose values must never leave in an alert (beyond those named like a secret).
+#: Variables whose whole value is a secret (beyond those named like one).
 SECRET_ENVS = (
     "API_TOKEN",
     "SOURCES__ANALYTICS_API__API_TOKEN",
     "SOURCES__ANALYTICS_API__APP_ACCESS_KEY",
     "SOURCES__ANALYTICS_API__APP_SECRET",
-    "DAGSTER_POSTGRES_URL",
-    "DAGSTER_CELERY_BROKER_URL",
-    "DAGSTER_CELERY_BACKEND_URL",
     WEBHOOK_ENV,
 )
-#: Any variable named like one of these holds a secret too (DESTINATION__POSTGRES__CREDENTIALS).
-SECRET_NAME = re.compile(r"(?i)(secret|token|password|credentials|access_key|webhook)")
+#: Variables named like a secret hold one whole (`..._PASSWORD`, `..._TOKEN`); not settings
+#: about one (`..._TOKEN_LIFETIME_SECONDS`).
+SECRET_NAME = re.compile(r"(?i)(^|_)(secret|token|password|access_key|private_key|api_key)$")
+#: Variables and settings that locate something and may carry a secret inside: a database or
+#: broker URL (its password), a token in a query (`md:...?motherduck_token=`), a credentials
+#: table (its password, token or key fields). Only those pieces are secret, not the host, port
+#: or database they name.
+LOCATOR_ENVS = ("DAGSTER_POSTGRES_URL", "DAGSTER_CELERY_BROKER_URL", "DAGSTER_CELERY_BACKEND_URL")
+LOCATOR_NAME = re.compile(r"(?i)credentials")
 #: The same settings where dlt reads them (`.dlt/secrets.toml`, `.dlt/config.toml`, the env).
 SECRET_SETTINGS = (
     "sources.analytics_api.api_token",
     "sources.analytics_api.app_access_key",
     "sources.analytics_api.app_secret",
-    "destination.postgres.credentials",
-    "destination.motherduck.credentials",
-    "destination.bigquery.credentials",
-    "destination.snowflake.credentials",
 )
+LOCATOR_SETTINGS = tuple(
+    f"destination.{kind}.credentials"
+    for kind in ("postgres", "duckdb", "motherduck", "bigquery", "snowflake")
+)
+#: Fields of a credentials table, and query parameters of a URL, that hold a secret.
+SECRET_FIELD = re.compile(r"(?i)(password|secret|token|private_key|api_key|access_key)")
 MAX_ERROR_CHARS = 1500
 _BEARER = re.compile(r"(?i)(bearer\s+)[^\s'\"]+")
-_URL_PASSWORD = re.compile(r"(?i)([a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]+(@)")
+_URL_PASSWORD = re.compile(r"(?i)([a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s/]+(@)")
 
 
 def known_secrets() -> list[str]:
-    """Every secret value configured for this process, longest first (so that a URL is masked
-    whole before its password alone)."""
+    """Every secret value configured for this process, longest first (so that a longer one is
+    masked whole before a shorter one inside it)."""
     values: set[str] = set()
     for name, value in os.environ.items():
-        if name in SECRET_ENVS or (SECRET_NAME.search(name) and "DUCKDB" not in name):
-            values.update(_parts(value))  # (a DuckDB file's path is no secret)
+        if name in SECRET_ENVS or SECRET_NAME.search(name):
+            values.add(value)
+        elif name in LOCATOR_ENVS or LOCATOR_NAME.search(name):
+            values.update(_secret_parts(value))
     try:
         import dlt
 
-        for key in SECRET_SETTINGS:
+        for key in (*SECRET_SETTINGS, *LOCATOR_SETTINGS):
             try:
-                values.update(_parts(dlt.secrets.get(key)))
+                value = dlt.secrets.get(key)
             except Exception:  # an unreadable setting is not a reason to lose the alert
                 continue
+            if key in SECRET_SETTINGS:
+                values.update([str(value)] if value else [])
+            else:
+                values.update(_secret_parts(value))
     except ImportError:
         pass
     return sorted((v for v in values if len(v) >= 4), key=len, reverse=True)
 
 
-def _parts(value: Any) -> Iterator[str]:
-    """A secret value, and the pieces of it that are secret alone (a URL's password, the
-    fields of a credentials mapping)."""
-    if value is None:
-        return
+def _secret_parts(value: Any) -> Iterator[str]:
+    """The secret pieces of a locator: a URL's password and secret query parameters, the
+    secret fields of a credentials table."""
     if isinstance(value, dict):
-        for inner in value.values():
-            yield from _parts(inner)
+        for field, inner in value.items():
+            if SECRET_FIELD.search(str(field)) and inner:
+                yield str(inner)
+            elif isinstance(inner, dict | str):
+                yield from _secret_parts(inner)
         return
-    text = str(value)
-    yield text
-    if "://" in text:
-        password = urlsplit(text).password
-        if password:
-            yield password
-            yield unquote(password)
+    if not isinstance(value, str) or not value:
+        return
+    url = urlsplit(value)
+    if url.password:
+        yield url.password
+        yield unquote(url.password)
+    for field, inner in parse_qsl(url.query):
+        if SECRET_FIELD.search(field) and inner:
+            yield inner
 
 
 def redact(text: str, secrets: Iterable[str | None]) -> str:

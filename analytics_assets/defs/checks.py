@@ -226,6 +226,12 @@ with warnings.catch_warnings():
             lower_bound_delta=timedelta(hours=2),
         ),
     ]
+    #: Dagster's own rule for when a freshness check is due: never run yet, or, after a pass,
+    #: once the time its result gave (`dagster/fresh_until_timestamp`) has come. Not registered
+    #: itself: it would also run the checks of assets never loaded, which can only fail.
+    _due_by_dagster = dg.build_sensor_for_freshness_checks(
+        freshness_checks=freshness_checks, name="freshness_every_5_minutes"
+    )
 FRESHNESS_CHECKS = [key for check in freshness_checks for key in check.check_keys]
 
 freshness_job = dg.define_asset_job(
@@ -242,19 +248,24 @@ freshness_job = dg.define_asset_job(
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "Every 5 minutes, checks that the live peers (15 minutes) and the hourly tables "
-        "(2 hours) were loaded recently; an asset never loaded yet is not checked: freshness "
+        "(2 hours) were loaded recently, when a check is due (Dagster's rule: its last pass "
+        "said until when the asset is fresh). An asset never loaded is not checked: freshness "
         "applies once there is data to be fresh."
     ),
 )
 def freshness_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
-    loaded = [
+    loaded = {
         key
         for key in FRESHNESS_CHECKS
         if context.instance.get_latest_materialization_event(key.asset_key) is not None
-    ]
+    }
     if not loaded:
         return dg.SkipReason("nothing loaded yet: freshness applies once there is data")
-    return dg.SensorResult(run_requests=[dg.RunRequest(asset_check_keys=loaded)])
+    due = _due_by_dagster(context)
+    keys = [k for k in getattr(due, "asset_check_keys", None) or [] if k in loaded]
+    if not keys:
+        return dg.SkipReason("no freshness check of a loaded asset is due")
+    return dg.SensorResult(run_requests=[dg.RunRequest(asset_check_keys=keys)])
 
 
 defs = dg.Definitions(

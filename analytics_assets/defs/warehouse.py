@@ -69,7 +69,7 @@ def duckdb_path() -> Path:
     cap), so the setting is a table, not a path, unless a path is configured: read as a string
     it would name a file `{"global_config": ...}` in the working directory.
     """
-    configured = dlt.config.get("destination.duckdb.credentials")
+    configured: Any = dlt.config.get("destination.duckdb.credentials")
     if isinstance(configured, Mapping) or not configured:
         configured = dlt.config.get("destination.duckdb.credentials.database", str)
     return Path(str(configured)) if configured else default_duckdb_path()

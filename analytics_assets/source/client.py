@@ -220,10 +220,11 @@ def _host(request: PreparedRequest) -> str:
 
 
 def _reason(exc: BaseException) -> str:
-    """The innermost cause of a connection error, e.g. `ConnectionRefusedError: [Errno 111]
-    Connection refused`, without the URL (it is named separately) or the layers requests and
-    urllib3 wrap it in ("Max retries exceeded", which is not ours: the retries are counted
-    here)."""
+    """What a connection error comes down to, e.g. `NewConnectionError: Failed to establish a
+    new connection: [Errno 111] Connection refused`, `NameResolutionError: Failed to resolve
+    'host' (...)` or `ReadTimeoutError: Read timed out. (read timeout=60)`: urllib3's own error
+    (it says more than the socket's), without the URL (named separately) or the layers requests
+    wraps it in ("Max retries exceeded": the retries are counted here, not there)."""
     current, seen = exc, 0
     while seen < 10:  # requests' error holds urllib3's in its args, which holds the socket's
         seen += 1
