@@ -6,6 +6,7 @@ tests marked `@BOTH_READINGS` run under the lenient and the strict reading.
 
 from __future__ import annotations
 
+import atexit
 import os
 import pwd
 import shutil
@@ -86,6 +87,7 @@ def _project_settings_without_secrets() -> Path:
     """dlt reads `.dlt/secrets.toml` of the project: the tests read the committed
     `config.toml` from a folder of their own instead, so a developer's secrets never apply."""
     folder = Path(tempfile.mkdtemp(prefix="analytics_tests_project_"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
     (folder / ".dlt").mkdir()
     shutil.copy(REPO / ".dlt" / "config.toml", folder / ".dlt" / "config.toml")
     return folder

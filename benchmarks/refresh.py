@@ -21,7 +21,9 @@ It prints, each beside its target:
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -61,6 +63,7 @@ class Scenario:
 
 def run_scenario(args: argparse.Namespace, reading: Reading, history: int) -> Scenario:
     workdir = Path(tempfile.mkdtemp(prefix=f"refresh_bench_{history}x_"))
+    atexit.register(shutil.rmtree, workdir, ignore_errors=True)  # DuckDB files of ~70 MB
     world = generate_world(scale=args.scale, seed=args.seed, reading=reading, history=history)
     first_clock = world.clock
     out = Scenario(history, size=(len(world.rooms), len(world.sessions), len(world.recordings)))

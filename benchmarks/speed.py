@@ -24,8 +24,10 @@ It prints, each beside its target:
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -236,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-plain", action="store_true", help="only the project's runs")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="speed_bench_"))
+    atexit.register(shutil.rmtree, workdir, ignore_errors=True)  # DuckDB files of ~70 MB
     latency = args.latency_ms / 1000
 
     runs: list[Measured] = []

@@ -21,6 +21,7 @@ different tables load at the same time. Other destinations rely on the Dagster p
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import logging
 import shutil
@@ -159,9 +160,24 @@ def _reader_client() -> Any:
         where = hashlib.sha256(repr(credentials).encode()).hexdigest()
     clients = _readers.__dict__.setdefault("clients", {})
     if (kind, where) not in clients:
-        workdir = Path(tempfile.mkdtemp(prefix="analytics_reader_"))
+        workdir = Path(tempfile.mkdtemp(dir=_readers_dir()))
         clients[(kind, where)] = analytics_pipeline(SHARED_PIPELINE, workdir=workdir).sql_client()
     return clients[(kind, where)]
+
+
+_readers_dir_lock = threading.Lock()
+_readers_dir_path: list[Path] = []
+
+
+def _readers_dir() -> Path:
+    """One temporary directory per process for the readers' pipelines, removed when the
+    process exits: a code server or a run process leaves nothing behind in /tmp."""
+    with _readers_dir_lock:
+        if not _readers_dir_path:
+            path = Path(tempfile.mkdtemp(prefix="analytics_readers_"))
+            atexit.register(shutil.rmtree, path, ignore_errors=True)
+            _readers_dir_path.append(path)
+        return _readers_dir_path[0]
 
 
 @contextmanager
