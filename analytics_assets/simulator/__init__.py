@@ -1,7 +1,7 @@
 """A local, faithful simulator of the analytics API, for tests and offline runs.
 
 Written from the reference (`shared/api/API_NOTES.md`), never from the client: it imports
-nothing from `analytics_assets.source`, so that it cannot share the client's assumptions.
+nothing from the client (the dlt source package), so that it cannot share its assumptions.
 """
 
 from analytics_assets.simulator.readings import LENIENT, READINGS, STRICT, Reading
