@@ -232,24 +232,22 @@ def full_load(
 
 @pytest.fixture
 def refreshed_load(
+    full_load: FullLoad,
     reading: Reading,
     base_world: World,
     warehouse: Path,
     warehouses: WarehouseCache,
     tmp_path_factory: pytest.TempPathFactory,
-    api: ApiSimulator,
 ) -> FullLoad:
     """The test's warehouse after a full load and then one run of `activity_refresh`, nothing
     having happened in between."""
     from analytics_assets.definitions import defs
 
-    first = _cached_warehouse(
-        "full_load", materialize, None, reading, base_world, warehouse, warehouses, tmp_path_factory
-    )
+    refresh = defs.resolve_job_def("activity_refresh").execute_in_process
     return _cached_warehouse(
         "activity_refresh",
-        defs.resolve_job_def("activity_refresh").execute_in_process,
-        first,
+        refresh,
+        full_load,
         reading,
         base_world,
         warehouse,
