@@ -7,6 +7,8 @@ tests marked `@BOTH_READINGS` run under the lenient and the strict reading.
 from __future__ import annotations
 
 import atexit
+import hashlib
+import json
 import os
 import pwd
 import shutil
@@ -157,20 +159,30 @@ def warehouse(tmp_path: Path) -> Path:
 @dataclass(frozen=True)
 class FullLoad:
     """A warehouse that a sequence of runs left on a reading's generated (untouched) world,
-    made once per session and copied for each test that starts from it; `requests` is what
-    the last of those runs asked the API."""
+    made once per test session and copied for each test that starts from it; `requests` is
+    what the last of those runs asked the API."""
 
     db: Path
     requests: int
 
 
-#: (what was run, the reading) -> the warehouse it left.
+#: (what was run, the reading) -> the warehouse it left, as this process has seen it.
 WarehouseCache = dict[tuple[str, Reading], FullLoad]
 
 
 @pytest.fixture(scope="session")
 def warehouses() -> WarehouseCache:
     return {}
+
+
+def _shared_cache(folders: pytest.TempPathFactory) -> Path:
+    """A folder every worker of this test session sees: under xdist each worker's base
+    temporary folder is `<session folder>/popen-gwN`."""
+    base = folders.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    folder = root / "warehouse-cache"
+    folder.mkdir(exist_ok=True)
+    return folder
 
 
 def _cached_warehouse(
@@ -185,22 +197,32 @@ def _cached_warehouse(
 ) -> FullLoad:
     """The warehouse `run` leaves (after `start_from`), on a simulator of its own serving the
     untouched world, copied into the test's `warehouse`. The cursors are in the warehouse, as
-    dlt stores them."""
+    dlt stores them. Made once per test session, by whichever worker needs it first (the
+    others wait for it): the generated world is the same in every worker."""
+    from filelock import FileLock
+
     key = (stage, reading)
     if key not in cache:
-        folder = folders.mktemp(stage)
-        db = folder / "warehouse.duckdb"
-        if start_from is not None:
-            _copy_duckdb(start_from.db, db)
-        with (
-            pytest.MonkeyPatch.context() as patch,
-            ApiSimulator(base_world.snapshot(), reading=reading) as sim,
-        ):
-            patch.setenv("SOURCES__ANALYTICS_API__BASE_URL", sim.base_url)
-            patch.setenv("DESTINATION__DUCKDB__CREDENTIALS", str(db))
-            patch.setenv("DLT_DATA_DIR", str(folder / "dlt"))
-            assert run().success, stage
-        cache[key] = FullLoad(db, len(sim.requests))
+        name = f"{stage}-{hashlib.sha1(repr(reading).encode()).hexdigest()[:12]}"
+        shared = _shared_cache(folders)
+        folder, made = shared / name, shared / name / "made.json"
+        with FileLock(str(shared / f"{name}.lock")):
+            if not made.exists():
+                shutil.rmtree(folder, ignore_errors=True)  # a worker that died while making it
+                folder.mkdir()
+                db = folder / "warehouse.duckdb"
+                if start_from is not None:
+                    _copy_duckdb(start_from.db, db)
+                with (
+                    pytest.MonkeyPatch.context() as patch,
+                    ApiSimulator(base_world.snapshot(), reading=reading) as sim,
+                ):
+                    patch.setenv("SOURCES__ANALYTICS_API__BASE_URL", sim.base_url)
+                    patch.setenv("DESTINATION__DUCKDB__CREDENTIALS", str(db))
+                    patch.setenv("DLT_DATA_DIR", str(folder / "dlt"))
+                    assert run().success, stage
+                made.write_text(json.dumps({"requests": len(sim.requests)}))
+        cache[key] = FullLoad(folder / "warehouse.duckdb", json.loads(made.read_text())["requests"])
     _copy_duckdb(cache[key].db, warehouse)
     return cache[key]
 
