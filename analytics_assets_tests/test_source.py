@@ -446,6 +446,33 @@ def test_unreachable_host_fails_naming_host_and_endpoint(warehouse: Path) -> Non
     assert time.monotonic() - started < 10
 
 
+@pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy"])
+def test_proxy_and_no_proxy_of_the_environment_are_obeyed(
+    world: World, warehouse: Path, monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    """The client reads the proxy settings once, not for every request: still obeyed. The
+    simulator stands in for the proxy (it answers a request for an absolute URL as a proxy
+    relays it), so a host that does not exist is reached through it."""
+    for name in ("HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    with ApiSimulator(world) as proxy:
+        monkeypatch.setenv(variable, proxy.base_url)
+        run_source(
+            warehouse,
+            resources=("templates",),
+            base_url="http://api.example.invalid",
+            api_token=DEFAULT_TOKEN,
+        )
+    assert proxy.requests_to("/v2/templates")
+    assert ids(warehouse, "templates") == sorted(t["id"] for t in world.templates)
+    # NO_PROXY naming the API's host: straight to it, never to the (dead) proxy.
+    monkeypatch.setenv(variable, f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    with ApiSimulator(world) as sim:
+        _load(sim, warehouse, resources=("templates",))
+    assert sim.requests_to("/v2/templates")
+
+
 # ---- credentials ---------------------------------------------------------------------------
 
 
