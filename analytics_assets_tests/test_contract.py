@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ import duckdb
 import pytest
 from dlt.common.normalizers.naming.snake_case import NamingConvention
 
+from analytics_assets.source.shapes import parse_timestamp, timestamps_in_place, with_timestamps
 from analytics_assets_tests.conftest import REPO, run_source
 
 EXAMPLES = REPO.parent / "shared" / "api" / "examples"
@@ -345,3 +346,25 @@ def test_a_field_the_loader_dropped_would_fail_the_contract(tmp_path: Path) -> N
         con.execute("INSERT INTO analytics.rooms VALUES ('r1', 'other', 'x')")
         problems = check_object(con, "rooms", "id = 'r1'", {"id": "r1", "name": "a", "size": 3})
     assert problems == ["rooms.name: 'other' != 'a'", "rooms.size: no such column"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2024-07-17T11:05:59.736511342Z", datetime(2024, 7, 17, 11, 5, 59, 736511, tzinfo=UTC)),
+        ("2024-07-17T11:05:59.65Z", datetime(2024, 7, 17, 11, 5, 59, 650000, tzinfo=UTC)),
+        ("2024-07-17T11:05:59Z", datetime(2024, 7, 17, 11, 5, 59, tzinfo=UTC)),
+        ("2024-07-17T11:05:59.1234567+02:00", datetime(2024, 7, 17, 9, 5, 59, 123456, tzinfo=UTC)),
+    ],
+)
+def test_quirk_timestamps_vary_in_fraction_digits_kept_to_the_microsecond(
+    text: str, expected: datetime
+) -> None:
+    """The API writes 0 to 9 fraction digits (`.65Z`, `.783118980Z`): digits beyond the
+    microsecond are dropped, never rounded, and the zone is kept."""
+    assert parse_timestamp(text) == expected
+    rows = [{"at": text, "data": {"list": [text, "not a time"], "n": 1}}]
+    copied = with_timestamps(rows)
+    assert rows[0]["at"] == text  # the copy leaves listings' shared pages as they are
+    assert timestamps_in_place(rows) is rows
+    assert rows == copied == [{"at": expected, "data": {"list": [expected, "not a time"], "n": 1}}]

@@ -48,23 +48,52 @@ _TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:
 
 def with_timestamps(value: Any) -> Any:
     """The value with every ISO date-time string made a `datetime` (to the microsecond), in
-    nested objects and lists too.
+    nested objects and lists too; the value itself is left as it is (listings' pages are read
+    by several tables).
 
     dlt would detect these strings as timestamps and parse each one again when it normalizes,
     in one thread after every request has ended; parsed here they cost a fraction of that,
     in the threads that wait on the API anyway. The columns come out the same.
     """
-    if isinstance(value, str):
-        return parse_timestamp(value) if _TIMESTAMP.fullmatch(value) else value
-    if isinstance(value, dict):
+    kind = type(value)
+    if kind is str:
+        return parse_timestamp(value) if _is_timestamp(value) else value
+    if kind is dict:
         return {key: with_timestamps(inner) for key, inner in value.items()}
-    if isinstance(value, list):
+    if kind is list:
         return [with_timestamps(inner) for inner in value]
     return value
 
 
+def timestamps_in_place(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`with_timestamps` for rows that no other table reads (the events: most of the API's
+    strings), changed where they are: about 3x faster than copying them."""
+    _in_place(rows)
+    return rows
+
+
+def _in_place(container: dict[str, Any] | list[Any]) -> None:
+    items = container.items() if type(container) is dict else enumerate(container)
+    for key, inner in items:
+        kind = type(inner)
+        if kind is str:
+            if _is_timestamp(inner):
+                container[key] = parse_timestamp(inner)  # type: ignore[index]
+        elif kind is dict or kind is list:
+            _in_place(inner)
+
+
+def _is_timestamp(value: str) -> bool:
+    # The cheap test first: most strings are ids and names.
+    return len(value) >= 20 and value[10] == "T" and _TIMESTAMP.fullmatch(value) is not None
+
+
 def parse_timestamp(value: str) -> datetime:
     """Python keeps microseconds: digits beyond them are dropped."""
+    try:
+        return datetime.fromisoformat(value)  # Python 3.11 drops them itself
+    except ValueError:
+        pass
     text = value.replace("Z", "+00:00")
     if "." in text:
         head, rest = text.split(".", 1)

@@ -50,7 +50,7 @@ from analytics_assets.source.settings import (
     EVENT_TYPES,
     PAGE_SIZE,
 )
-from analytics_assets.source.shapes import with_timestamps
+from analytics_assets.source.shapes import timestamps_in_place
 
 TOTALS_HINTS = dlt.mark.make_hints(
     table_name=EVENT_TOTALS_TABLE, primary_key="room_id", write_disposition="merge"
@@ -90,7 +90,7 @@ def analytics_events(run: Run) -> DltResource:
         }
 
     def all_pages(params: dict[str, Any]) -> list[dict[str, Any]]:
-        return [with_timestamps(event) for page in client.event_pages(params) for event in page]
+        return [event for page in client.event_pages(params) for event in timestamps_in_place(page)]
 
     def by_session(room_id: str, sessions: Sequence[str]) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
@@ -110,7 +110,7 @@ def analytics_events(run: Run) -> DltResource:
         pages = client.event_pages({"room_id": room_id, "type": EVENT_TYPES})
         first, total = None, 0
         for index, page in enumerate(pages):
-            read.rows.extend(with_timestamps(page))
+            read.rows.extend(timestamps_in_place(page))
             if index:
                 continue
             first = page.response
