@@ -320,3 +320,23 @@ def test_duckdb_file_is_the_default_unless_a_path_is_configured(
     assert duckdb_path() == tmp_path / "a.duckdb"
     monkeypatch.setenv("DESTINATION__DUCKDB__CREDENTIALS", str(tmp_path / "b.duckdb"))
     assert duckdb_path() == tmp_path / "b.duckdb"
+
+
+def test_destination_capabilities_follow_settings_scoped_to_the_pipeline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The warehouse's destination resolves the configuration its capabilities depend on once
+    per section, not once for good: a setting of one pipeline (`<PIPELINE>__DESTINATION__...`)
+    applies inside that pipeline's steps and nowhere else, as with dlt's own destinations."""
+    import dlt
+    from dlt.common.configuration.container import Container
+    from dlt.common.configuration.specs.config_section_context import ConfigSectionContext
+
+    from analytics_assets.defs.warehouse import _capabilities_resolved_once
+
+    monkeypatch.setenv("PIPE__DESTINATION__SNOWFLAKE__USE_NESTED_TYPES", "true")
+    destination = _capabilities_resolved_once(dlt.destinations.snowflake())
+    assert destination.capabilities().supports_nested_types is False
+    with Container().injectable_context(ConfigSectionContext(pipeline_name="pipe")):
+        assert destination.capabilities().supports_nested_types is True
+    assert destination.capabilities().supports_nested_types is False

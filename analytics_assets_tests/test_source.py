@@ -473,6 +473,29 @@ def test_proxy_and_no_proxy_of_the_environment_are_obeyed(
     assert sim.requests_to("/v2/templates")
 
 
+def test_the_client_takes_proxies_and_ca_bundle_from_the_environment_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """What requests would read for every request, read when the client is made: the CA
+    bundle, `ALL_PROXY`, and `NO_PROXY` naming the API's host (requests' own rules, once)."""
+    from analytics_assets.source.client import _session_for
+
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    bundle = tmp_path / "ca.pem"
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    monkeypatch.setenv("ALL_PROXY", "http://proxy.internal:3128")
+    session = _session_for("https://api.100ms.live")
+    assert session.verify == str(bundle)
+    assert session.proxies.get("all") == "http://proxy.internal:3128"
+    monkeypatch.setenv("NO_PROXY", "api.100ms.live")
+    assert not _session_for("https://api.100ms.live").proxies
+    assert _session_for("https://other.example").proxies
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE")
+    assert _session_for("https://api.100ms.live").verify is True
+
+
 # ---- credentials ---------------------------------------------------------------------------
 
 

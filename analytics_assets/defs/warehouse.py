@@ -90,26 +90,43 @@ def warehouse_destination() -> Destination[Any, Any]:
 
 
 def _capabilities_resolved_once(destination: Destination[Any, Any]) -> Destination[Any, Any]:
-    """The destination, resolving the configuration its capabilities depend on once.
+    """The destination, resolving the configuration its capabilities depend on once per
+    configuration section.
 
     Each time dlt asks a destination for its capabilities without a configuration (17 times
     in a full load here), it resolves a partial configuration from every provider again: about
-    19 ms each, a sixth of a small run. A destination object serves one pipeline, whose
-    configuration does not change while it lives; the capabilities themselves are still
-    computed by dlt on every call, for the naming convention it passes.
+    19 ms each, a sixth of a small run. Within one section (none while the pipeline is made,
+    the pipeline's own while it extracts and normalizes, where `<PIPELINE>__DESTINATION__...`
+    settings apply) the answer does not change while the destination lives, so each section's
+    is resolved once; dlt still computes the capabilities on every call, for the naming
+    convention it passes. The method is replaced on this object only, so the object no longer
+    pickles: dlt does not pickle destinations (a pipeline's state leaves them out).
     """
     capabilities = destination.capabilities
-    partial: list[Any] = []
+    resolved: dict[tuple[str | None, tuple[str, ...]] | None, Any] = {}
 
     def capabilities_once(config: Any = None, naming: Any = None) -> Any:
         if config is None:
-            if not partial:
-                partial.append(_partial_configuration(destination))
-            config = partial[0]
+            section = _config_section()
+            if section not in resolved:
+                resolved[section] = _partial_configuration(destination)
+            config = resolved[section]
         return capabilities(config, naming)
 
     destination.capabilities = capabilities_once  # type: ignore[method-assign]
     return destination
+
+
+def _config_section() -> tuple[str | None, tuple[str, ...]] | None:
+    """The configuration section dlt resolves in now (the pipeline's, inside a pipeline step)."""
+    from dlt.common.configuration.container import Container
+    from dlt.common.configuration.specs.config_section_context import ConfigSectionContext
+
+    container = Container()
+    if ConfigSectionContext not in container:
+        return None
+    context = container[ConfigSectionContext]
+    return context.pipeline_name, tuple(context.sections)
 
 
 def _partial_configuration(destination: Destination[Any, Any]) -> Any:

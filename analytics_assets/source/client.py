@@ -300,7 +300,9 @@ def _session_for(base_url: str) -> requests.Session:
     so (`HTTP(S)_PROXY`, `NO_PROXY`): about 0.6 ms of CPU a request, which with the GIL held
     came to a fifth of the extract at 1,000 rooms. Every request of the client goes to the one
     host, so the answer does not change: the same proxies (or none, if `NO_PROXY` names the
-    host) and the same `REQUESTS_CA_BUNDLE` / `CURL_CA_BUNDLE`.
+    host) and the same `REQUESTS_CA_BUNDLE` / `CURL_CA_BUNDLE`. (A redirect to another host
+    keeps the base URL's proxies, and `~/.netrc` is not read: the API does not redirect, and
+    the client always authenticates itself.)
     """
     session = requests.Session()
     session.proxies.update(requests.utils.get_environ_proxies(base_url))

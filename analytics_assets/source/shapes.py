@@ -43,7 +43,7 @@ def destination_rows(template_id: str, destinations: dict[str, Any]) -> Iterator
 
 
 #: An ISO 8601 date-time as the API writes them: `2024-07-17T11:05:59.736511342Z`.
-_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)")
+_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)", re.ASCII)
 
 
 def with_timestamps(value: Any) -> Any:
@@ -62,6 +62,13 @@ def with_timestamps(value: Any) -> Any:
         return {key: with_timestamps(inner) for key, inner in value.items()}
     if kind is list:
         return [with_timestamps(inner) for inner in value]
+    # Subclasses (the exact types above are the fast path):
+    if isinstance(value, str):
+        return with_timestamps(str(value))
+    if isinstance(value, dict):
+        return {key: with_timestamps(inner) for key, inner in value.items()}
+    if isinstance(value, list):
+        return [with_timestamps(inner) for inner in value]
     return value
 
 
@@ -73,13 +80,12 @@ def timestamps_in_place(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _in_place(container: dict[str, Any] | list[Any]) -> None:
-    items = container.items() if type(container) is dict else enumerate(container)
+    items = container.items() if isinstance(container, dict) else enumerate(container)
     for key, inner in items:
-        kind = type(inner)
-        if kind is str:
+        if isinstance(inner, str):
             if _is_timestamp(inner):
                 container[key] = parse_timestamp(inner)  # type: ignore[index]
-        elif kind is dict or kind is list:
+        elif isinstance(inner, (dict, list)):
             _in_place(inner)
 
 
