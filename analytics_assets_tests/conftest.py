@@ -58,7 +58,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 #: listings (limit 100): a load, a refresh or a kill meets a cursor mid-listing. (A run's cost
 #: is mostly fixed: 60 rooms instead of 120 saved next to nothing.)
 TEST_SCALE = 120
-LIST_SCALE = TEST_SCALE
 
 #: Run a test under both readings of the reference (the `reading` fixture).
 BOTH_READINGS = pytest.mark.parametrize(

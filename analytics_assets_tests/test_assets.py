@@ -73,6 +73,14 @@ print(json.dumps({"jobs": jobs, "modules": sorted(m for m in sys.modules if m.st
 """
 
 
+def _run_in(env: dict[str, str], command: list[str]) -> str:
+    """`command` in a fresh process from the project's root with only `env`: its output, or
+    the test fails with its errors."""
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
 def test_definitions_load_without_any_token_and_create_nothing(tmp_path: Path) -> None:
     """In a fresh process with none of the project's settings: no token, no destination. The
     import neither needs credentials nor creates a directory or a pipeline."""
@@ -88,16 +96,8 @@ def test_definitions_load_without_any_token_and_create_nothing(tmp_path: Path) -
         DESTINATION__DUCKDB__CREDENTIALS=str(tmp_path / "nowhere" / "warehouse.duckdb"),
         DAGSTER_HOME=str(home),
     )
-    done = subprocess.run(
-        [sys.executable, "-c", IMPORT_DEFINITIONS],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    stdout = _run_in(env, [sys.executable, "-c", IMPORT_DEFINITIONS])
+    loaded = json.loads(stdout.strip().splitlines()[-1])
     assert {"activity_refresh", "daily_sweep", "live_peers_refresh"} <= set(loaded["jobs"])
     assert list(home.iterdir()) == []
     assert not (tmp_path / "dlt").exists() and not (tmp_path / "nowhere").exists()
@@ -111,16 +111,8 @@ def test_dg_lists_every_asset_check_job_schedule_and_sensor(tmp_path: Path) -> N
         DLT_PROJECT_DIR=os.environ["DLT_PROJECT_DIR"],
         VIRTUAL_ENV=str(Path(sys.executable).parents[1]),
     )
-    done = subprocess.run(
-        [str(Path(sys.executable).parent / "dg"), "list", "defs", "--json"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    listed = json.loads(done.stdout[done.stdout.index("{") :])
+    stdout = _run_in(env, [str(Path(sys.executable).parent / "dg"), "list", "defs", "--json"])
+    listed = json.loads(stdout[stdout.index("{") :])
     assert {a["asset_key"] for a in listed["assets"]} == {f"analytics/{n}" for n in SNAPSHOT}
     checks = {(c["asset_key"], c["name"]) for c in listed["asset_checks"]}
     assert checks == {

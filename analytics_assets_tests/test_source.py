@@ -42,7 +42,7 @@ from analytics_assets.source.run import Run, RunSettings
 from analytics_assets.source.settings import EVENT_TYPES, RETRY_STATUSES
 from analytics_assets_tests.conftest import (
     BOTH_READINGS,
-    LIST_SCALE,
+    TEST_SCALE,
     column_names,
     free_port,
     ids,
@@ -67,7 +67,7 @@ class Loaded:
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loaded]:
     folder = tmp_path_factory.mktemp("standard_load")
-    world = generate_world(scale=LIST_SCALE, seed=11)
+    world = generate_world(scale=TEST_SCALE, seed=11)
     with ApiSimulator(world) as sim:
         _load(sim, folder / "warehouse.duckdb", pipelines_dir=folder / "dlt")
     yield Loaded(world, folder / "warehouse.duckdb", sim)
@@ -76,7 +76,7 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loaded]:
 @pytest.fixture
 def list_world() -> World:
     """A world with more rooms than one page of a list holds (100)."""
-    world = generate_world(scale=LIST_SCALE, seed=11)
+    world = generate_world(scale=TEST_SCALE, seed=11)
     assert len(world.rooms) > 100
     return world
 
