@@ -2,8 +2,10 @@
 
 `shared/api/API_NOTES.md` leaves several behaviours open, or states them more strictly than the
 project first assumed. Each is a switch here; `LENIENT` is the reading the project was first
-written against, `STRICT` switches every behaviour on. Tests run under both, so that a table is
-exact against whichever the real API turns out to do.
+written against, `STRICT` switches almost every behaviour on. Tests run under both, so that a
+table is exact against whichever the real API turns out to do. (`new_event_types` is the one
+behaviour that is on in `LENIENT` and off in `STRICT`: the strict reading is the one where a
+client that names the documented types misses nothing.)
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
-FinalPage = Literal["empty_page", "no_last"]
+FinalPage = Literal["empty_page", "null_data", "empty_last", "no_last"]
 InactivePeers = Literal["404", "empty"]
+UnsetTimes = Literal["absent", "zero"]
 
 
 @dataclass(frozen=True)
@@ -43,17 +46,35 @@ class Reading:
     #: A 429 names its wait only in the message ("retry after N seconds"), with no
     #: `Retry-After` header, and every request is answered 429 until the wait has passed.
     rate_limit_in_message: bool = False
-    #: What the final page of a list holds (either reading of the reference, separately).
+    #: How a list ends (the vendor's notes have seen each): `empty_page`, the final page carries
+    #: `last` and the page after it is `{"data": []}` without `last`; `null_data`, the same but
+    #: that page's `data` is null ("array of sessions or null if no session was found");
+    #: `empty_last`, the final page carries `"last": ""`; `no_last`, the final page has no
+    #: `last`. Under `start_inclusive` the page after the final one holds the named object again.
     final_page: FinalPage = "empty_page"
     #: What peers of a room that is not live answer (either reading, separately).
     inactive_peers: InactivePeers = "404"
+    #: How a time that is not set yet is answered: `absent`, no key (a live session peer has no
+    #: `left_at`, a recording still running no `stopped_at`); `zero`, the Go zero time
+    #: `0001-01-01T00:00:00Z` ("fields with nothing set may come as the zero time"). Rooms'
+    #: `updated_at` is the zero time under both, as the reference's sample shows.
+    unset_times: UnsetTimes = "absent"
+    #: A world behaviour: the workspace also has events of types the reference does not document
+    #: ("event types are open: new ones are added over time"): `peer.join.success` and
+    #: `peer.leave.success`, about a quarter of a room's events. A request without `type` gets
+    #: them; one that names its types never sees the ones it does not name.
+    new_event_types: bool = False
+    #: How far the API's clock runs behind the machine's, in seconds, for token validation: a
+    #: minted token whose `iat` or `nbf` is later than the API's now is refused (why the
+    #: vendor's SDK backdates both by 10 seconds "to absorb clock skew").
+    clock_behind_seconds: float = 0.0
 
     def but(self, **changes: object) -> Reading:
         """This reading with some behaviours changed."""
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
 
-LENIENT = Reading(name="lenient")
+LENIENT = Reading(name="lenient", new_event_types=True)
 STRICT = Reading(
     name="strict",
     start_inclusive=True,
@@ -64,5 +85,8 @@ STRICT = Reading(
     sessionless_errors=True,
     late_events=True,
     rate_limit_in_message=True,
+    final_page="null_data",
+    unset_times="zero",
+    clock_behind_seconds=5.0,
 )
 READINGS = {reading.name: reading for reading in (LENIENT, STRICT)}
