@@ -19,14 +19,17 @@ from typing import Any
 import dlt
 from dlt.extract import DltResource
 
-from analytics_assets.source.client import (
-    AnalyticsApiClient,
+from analytics_assets.source.client import AnalyticsApiClient
+from analytics_assets.source.errors import (
     AnalyticsApiError,
+    ApiHttpError,
     ApiUnreachableError,
+    EndlessPagesError,
     MalformedResponseError,
     RateLimitedError,
+    RepeatingCursorError,
 )
-from analytics_assets.source.pagination import EndlessPagesError, RepeatingCursorError
+from analytics_assets.source.retries import RetryPolicy
 from analytics_assets.source.run import EventCounts, Run, RunSettings
 from analytics_assets.source.settings import (
     DEFAULT_BASE_URL,
@@ -55,6 +58,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "RESOURCE_NAMES",
     "AnalyticsApiError",
+    "ApiHttpError",
     "ApiUnreachableError",
     "EndlessPagesError",
     "EventCounts",
@@ -116,17 +120,14 @@ def analytics_api(
         secret=app_secret,
         lifetime_seconds=token_lifetime_seconds,
     )
-    client = AnalyticsApiClient(
-        base_url,
-        auth,
+    policy = RetryPolicy(
         max_attempts=request_max_attempts,
         backoff_factor=request_backoff_factor,
         max_retry_delay=request_max_retry_delay,
         rate_limit_max_wait=rate_limit_max_wait,
         timeout=request_timeout,
-        max_pages=max_pages,
-        workers=workers,
     )
+    client = AnalyticsApiClient(base_url, auth, policy=policy, max_pages=max_pages, workers=workers)
     run = Run(
         client,
         RunSettings(

@@ -5,7 +5,10 @@ The API filters sessions by start time only (`after`), yet a session changes aft
 it ends (`active` turns false, `updated_at` moves, peers get `left_at`). Each table fed by the
 session listing therefore keeps, in its own state:
 
-- `created`: the newest `created_at` it has seen;
+- `created`: the newest `created_at` it has seen, but never later than the API's clock when the
+  listing started (`bound`): the world moves while a run pages, and a session that started
+  after its page was read is in neither the live nor the ended listing; a cursor past it
+  would skip it for good;
 - `live`: id -> `created_at` of the sessions that were live when it last ran.
 
 The listing resumes from the oldest of these, less a safety margin: that re-reads every session
@@ -20,10 +23,16 @@ from typing import Any
 
 from analytics_assets.source.shapes import parse_timestamp
 
+#: What an unset time (the zero time) compares as.
+NEVER = datetime(1970, 1, 1, tzinfo=UTC)
+
 
 def parse_time(value: str | datetime) -> datetime:
-    """The API's timestamps vary in fraction digits (`.65Z`, `.783118980Z`): compare as times."""
-    return value if isinstance(value, datetime) else parse_timestamp(value)
+    """The API's timestamps vary in fraction digits (`.65Z`, `.783118980Z`): compare as times.
+    The zero time (nothing set) compares as the oldest time."""
+    if isinstance(value, datetime):
+        return value
+    return parse_timestamp(value) or NEVER
 
 
 def format_time(value: datetime) -> str:
@@ -34,6 +43,13 @@ def format_time(value: datetime) -> str:
 
 def later(a: str | None, b: str) -> str:
     return b if a is None or parse_time(b) > parse_time(a) else a
+
+
+def bounded(created: str | None, bound: datetime | None) -> str | None:
+    """The cursor to commit: the newest creation time seen, but not later than `bound`."""
+    if created is None or bound is None or parse_time(created) <= bound:
+        return created
+    return format_time(bound)
 
 
 @dataclass
@@ -76,9 +92,13 @@ class CursorTracker:
         if session.get("active"):
             self._live[session["id"]] = session["created_at"]
 
-    def commit(self) -> None:
-        """Write the new cursor into the state; call once the listing has been read through
-        (the state is stored with the data it describes, so a failed run moves nothing)."""
-        if self._created is not None:
-            self.state["created"] = self._created
+    def commit(self, bound: datetime | None) -> None:
+        """Write the new cursor into the state, once the listing has been read through (the
+        state is stored with the data it describes, so a failed run moves nothing). `bound` is
+        the API's clock when the listing started: no cursor goes past it."""
+        created = bounded(self._created, bound)
+        if self.previous is not None and created is not None:
+            created = later(self.previous.created, created)  # never backwards
+        if created is not None:
+            self.state["created"] = created
         self.state["live"] = self._live

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import dlt
 
-from analytics_assets.source.client import AnalyticsApiClient
+from analytics_assets.source.client import AnalyticsApiClient, ListPage
 from analytics_assets.source.cursors import SessionCursor, format_time
 
 T = TypeVar("T")
@@ -67,15 +67,25 @@ class SharedListing:
     """One listing, fetched once and read by several tables, each from its first page, as the
     pages arrive. An error ends every reader's iteration with that error, never a short list."""
 
-    def __init__(self, fetch: Callable[[], Iterator[list[dict[str, Any]]]]) -> None:
+    def __init__(self, fetch: Callable[[], Iterator[ListPage]]) -> None:
         self._fetch = fetch
         self._lock = threading.Lock()
-        self._pages: list[list[dict[str, Any]]] = []
-        self._source: Iterator[list[dict[str, Any]]] | None = None
+        self._pages: list[ListPage] = []
+        self._source: Iterator[ListPage] | None = None
         self._done = False
         self._error: BaseException | None = None
 
+    @property
+    def started_at(self) -> datetime | None:
+        """The API's clock when it served the listing's first page (None before that)."""
+        with self._lock:
+            return self._pages[0].served_at if self._pages else None
+
     def __iter__(self) -> Iterator[list[dict[str, Any]]]:
+        for page in self.pages():
+            yield page.items
+
+    def pages(self) -> Iterator[ListPage]:
         index = 0
         while True:
             with self._lock:
@@ -137,15 +147,22 @@ class Run:
         only the enabled rooms. A second listing with `enabled=false` brings the disabled ones
         under either reading (those already listed are not repeated).
         """
-        after = {"after": format_time(since)} if since else {}
         seen: set[str] = set()
-        disabled = {**after, "enabled": "false"}
-        for listing in (self.listing("/v2/rooms", after), self.listing("/v2/rooms", disabled)):
+        for listing in self._room_listings(since):
             for page in listing:
                 fresh = [room for room in page if room["id"] not in seen]
                 seen.update(room["id"] for room in fresh)
                 if fresh:
                     yield fresh
+
+    def rooms_started_at(self, since: datetime | None) -> datetime | None:
+        """The API's clock when the room listing from `since` began."""
+        return self._room_listings(since)[0].started_at
+
+    def _room_listings(self, since: datetime | None) -> tuple[SharedListing, SharedListing]:
+        after = {"after": format_time(since)} if since else {}
+        disabled = {**after, "enabled": "false"}
+        return self.listing("/v2/rooms", after), self.listing("/v2/rooms", disabled)
 
     def sessions(self) -> Iterator[list[dict[str, Any]]]:
         """The session listing of this run, from where the tables that read it need it: the
@@ -158,13 +175,24 @@ class Run:
         complete under either reading. A session that ended between the two listings comes
         twice, live then ended: the sessions table keeps the row updated last.
         """
+        for listing in self._session_listings():
+            yield from listing
+
+    def sessions_started_at(self) -> datetime | None:
+        """The API's clock when this run's session listing began (its live sessions' first
+        page): a cursor committed past it could skip a session that started while it paged."""
+        return self._session_listings()[0].started_at
+
+    def _session_listings(self) -> tuple[SharedListing, SharedListing]:
         with self._lock:
             if not self._session_after_known:
                 self._session_after = self._session_listing_start()
                 self._session_after_known = True
         after = {"after": self._session_after} if self._session_after else {}
-        for active in ("true", "false"):
-            yield from self.listing("/v2/sessions", {**after, "active": active})
+        return tuple(  # type: ignore[return-value]
+            self.listing("/v2/sessions", {**after, "active": active})
+            for active in ("true", "false")
+        )
 
     def _session_listing_start(self) -> str | None:
         settings = self.settings
@@ -210,4 +238,4 @@ class Run:
 
     def now(self) -> datetime | None:
         """The API's clock (its `Date` header), once it has answered."""
-        return self.client.clock.now()
+        return self.client.now()

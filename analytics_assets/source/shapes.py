@@ -1,5 +1,20 @@
-"""Shape adapters: the API's objects keyed by ids become rows that keep the key, so no table
-grows a column per id (TRAPS: an unbounded schema that made normalizing 100x slower)."""
+"""Shape adapters: every object the API sends becomes the rows it loads as.
+
+- Objects keyed by ids become rows that keep the key, so no table grows a column per id (TRAPS:
+  an unbounded schema that made normalizing 100x slower).
+- Secrets are dropped before a row leaves the source: customers' cloud keys travel inside API
+  objects (rooms' `recording_info.upload_info.credentials`, template settings'
+  `recording.upload.credentials`). Every field whose name says it holds a secret (`SECRET_FIELD`:
+  credentials, secret, password, private, API or stream key, access token, authorization) is
+  removed with its whole value, at any depth; the rest of the object loads. Values that carry a
+  secret inside keep only what is not secret (`mask_secret_in_url`): an RTMP URL's path, where
+  streaming services put the stream key, and the password of a `scheme://user:password@host`
+  URL. Nothing downstream (dlt's files, staging tables, state, logs, Dagster metadata) ever
+  holds one.
+- Timestamps become `datetime`s as pages arrive (dlt would detect and parse each again when it
+  normalizes, after every request has ended and more slowly); the Go zero time
+  `0001-01-01T00:00:00Z`, which the API sends where nothing is set, becomes None (NULL).
+"""
 
 from __future__ import annotations
 
@@ -8,11 +23,26 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
+#: Field names that hold a secret, removed with their value wherever they appear.
+SECRET_FIELD = re.compile(
+    r"(?i)(credential|secret|password|passwd|private.?key|api.?key|stream.?key|access.?token"
+    r"|authorization)"
+)
+#: `rtmp://host/app/<stream key>`: everything after the host is masked.
+_RTMP = re.compile(r"(?i)^(rtmps?://[^/\s]+)(/.*)?$", re.DOTALL)
+#: `scheme://user:password@host...`: the password is masked.
+_URL_PASSWORD = re.compile(r"(?i)^([a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s/]+(@)")
+#: The Go zero time: "not set".
+ZERO_TIME_PREFIX = "0001-01-01T00:00:00"
+#: An ISO 8601 date-time as the API writes them: `2024-07-17T11:05:59.736511342Z`.
+_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)", re.ASCII)
+
 
 def session_row(session: dict[str, Any]) -> dict[str, Any]:
     """`peers` is an object keyed by peer id; a list of them becomes sessions__peers."""
     peers = session.get("peers") or {}
-    return {**session, "peers": [{**peer, "id": peer_id} for peer_id, peer in peers.items()]}
+    row = {**session, "peers": [{**peer, "id": peer_id} for peer_id, peer in peers.items()]}
+    return clean(row)
 
 
 def template_row(template: dict[str, Any]) -> dict[str, Any]:
@@ -21,72 +51,86 @@ def template_row(template: dict[str, Any]) -> dict[str, Any]:
     roles = template.get("roles") or {}
     row = {k: v for k, v in template.items() if k not in ("settings", "destinations")}
     row["roles"] = [{**role, "name": name} for name, role in roles.items()]
-    return row
+    return clean(row)
 
 
 def peer_rows(room_id: str, body: dict[str, Any]) -> list[dict[str, Any]]:
     """Active peers come as an object keyed by peer id and do not name their room."""
     peers = body.get("peers") or {}
-    return [{**peer, "id": peer_id, "room_id": room_id} for peer_id, peer in peers.items()]
+    rows = [{**peer, "id": peer_id, "room_id": room_id} for peer_id, peer in peers.items()]
+    return clean(rows)
 
 
 def settings_row(template_id: str, settings: dict[str, Any]) -> dict[str, Any]:
     """Settings are a bare object with no id: keyed by the template they belong to."""
-    return {**settings, "template_id": template_id}
+    return clean({**settings, "template_id": template_id})
 
 
 def destination_rows(template_id: str, destinations: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """One row per destination: the map key is its identity (names inside can repeat)."""
     for kind, entries in destinations.items():
         for key, destination in (entries or {}).items():
-            yield {**destination, "template_id": template_id, "kind": kind, "key": key}
+            row = {**destination, "template_id": template_id, "kind": kind, "key": key}
+            yield clean(row)
 
 
-#: An ISO 8601 date-time as the API writes them: `2024-07-17T11:05:59.736511342Z`.
-_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)", re.ASCII)
-
-
-def with_timestamps(value: Any) -> Any:
-    """The value with every ISO date-time string made a `datetime` (to the microsecond), in
-    nested objects and lists too; the value itself is left as it is (listings' pages are read
-    by several tables).
-
-    dlt would detect these strings as timestamps and parse each one again when it normalizes,
-    after every request has ended and more slowly; parsed here, as each page arrives, they
-    cost a fraction of that. The columns come out the same.
-    """
+def clean(value: Any) -> Any:
+    """A copy of the value with secrets dropped and timestamps parsed, in nested objects and
+    lists too; the value itself is left as it is (listings' pages are read by several tables)."""
     kind = type(value)
     if kind is str:
-        return parse_timestamp(value) if _is_timestamp(value) else value
+        return _clean_str(value)
     if kind is dict:
-        return {key: with_timestamps(inner) for key, inner in value.items()}
+        return {key: clean(inner) for key, inner in value.items() if not SECRET_FIELD.search(key)}
     if kind is list:
-        return [with_timestamps(inner) for inner in value]
+        return [clean(inner) for inner in value]
     # Subclasses (the exact types above are the fast path):
     if isinstance(value, str):
-        return with_timestamps(str(value))
+        return clean(str(value))
     if isinstance(value, dict):
-        return {key: with_timestamps(inner) for key, inner in value.items()}
+        return clean(dict(value))
     if isinstance(value, list):
-        return [with_timestamps(inner) for inner in value]
+        return clean(list(value))
     return value
 
 
-def timestamps_in_place(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """`with_timestamps` for rows that no other table reads (the events: most of the API's
-    strings), changed where they are: in about half the time of copying them."""
+def clean_in_place(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`clean` for rows that no other table reads (the events: most of the API's strings),
+    changed where they are: in about half the time of copying them."""
     _in_place(rows)
     return rows
 
 
-def _in_place(container: dict[str, Any] | list[Any]) -> None:
-    items = container.items() if isinstance(container, dict) else enumerate(container)
+def _in_place(container: Any) -> None:
+    if isinstance(container, dict):
+        for key in [k for k in container if SECRET_FIELD.search(k)]:
+            del container[key]
+        items: Any = container.items()
+    else:
+        items = enumerate(container)
     for key, inner in items:
         if isinstance(inner, str):
-            if _is_timestamp(inner):
-                container[key] = parse_timestamp(inner)  # type: ignore[index]
-        elif isinstance(inner, (dict, list)):
+            cleaned = _clean_str(inner)
+            if cleaned is not inner:
+                container[key] = cleaned
+        elif isinstance(inner, dict | list):
             _in_place(inner)
+
+
+def _clean_str(value: str) -> Any:
+    if _is_timestamp(value):
+        return parse_timestamp(value)
+    if "://" in value:
+        return mask_secret_in_url(value)
+    return value
+
+
+def mask_secret_in_url(value: str) -> str:
+    """An RTMP URL without its path (the stream key), a URL without its password."""
+    rtmp = _RTMP.match(value)
+    if rtmp:
+        return f"{rtmp.group(1)}/***" if rtmp.group(2) and rtmp.group(2) != "/" else value
+    return _URL_PASSWORD.sub(r"\1***\2", value)
 
 
 def _is_timestamp(value: str) -> bool:
@@ -94,8 +138,10 @@ def _is_timestamp(value: str) -> bool:
     return len(value) >= 20 and value[10] == "T" and _TIMESTAMP.fullmatch(value) is not None
 
 
-def parse_timestamp(value: str) -> datetime:
-    """Python keeps microseconds: digits beyond them are dropped."""
+def parse_timestamp(value: str) -> datetime | None:
+    """Python keeps microseconds: digits beyond them are dropped. The zero time is None."""
+    if value.startswith(ZERO_TIME_PREFIX):
+        return None
     try:
         return datetime.fromisoformat(value)  # Python 3.11 drops them itself
     except ValueError:
@@ -107,3 +153,8 @@ def parse_timestamp(value: str) -> datetime:
         digits = rest[: len(rest) - len(zone)]
         text = f"{head}.{(digits + '000000')[:6]}{zone}"
     return datetime.fromisoformat(text)
+
+
+def is_set(value: str | None) -> bool:
+    """Whether a time the API sent is set: present, and not the zero time."""
+    return bool(value) and not str(value).startswith(ZERO_TIME_PREFIX)

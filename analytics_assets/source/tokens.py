@@ -4,6 +4,10 @@ Dashboard tokens expire after 7 days (14 at most), so a scheduled pipeline holdi
 within two weeks. With `app_access_key` and `app_secret` configured, a management token is
 minted (HS256 JWT, the reference's claims) for each run and renewed before it expires during a
 long one. When both forms are configured the key and secret win: they cannot go stale.
+
+Minted tokens are dated 10 seconds in the past (`iat`, `nbf`), as the vendor's own server SDK
+does "to absorb clock skew": a host whose clock runs a few seconds ahead of the API's would
+otherwise send tokens that are not valid yet, and every request would answer 401.
 """
 
 from __future__ import annotations
@@ -11,20 +15,22 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import jwt
-from dlt.common.configuration.specs.base_configuration import configspec
-from dlt.common.typing import TSecretStrValue
-from dlt.sources.helpers.rest_client.auth import AuthConfigBase
 from requests import PreparedRequest
+from requests.auth import AuthBase
 
 from analytics_assets.source.settings import TOKEN_ENV_VARS
 
 #: The reference's sample code gives minted tokens 24 hours.
 TOKEN_LIFETIME_SECONDS = 24 * 3600.0
-#: A token this close to its expiry is replaced before the next request.
+#: A token this close to its expiry is replaced before the next request (a third of its
+#: lifetime for tokens shorter than half an hour).
 RENEW_MARGIN_SECONDS = 600.0
+#: How far back a minted token's `iat` and `nbf` are set (the vendor's SDK: 10 s).
+CLOCK_SKEW_SECONDS = 10
 
 
 class MissingApiTokenError(RuntimeError):
@@ -53,7 +59,8 @@ def mint_management_token(
     lifetime: float = TOKEN_LIFETIME_SECONDS,
     now: float | None = None,
 ) -> MintedToken:
-    """An HS256 JWT with the claims the reference lists for a management token."""
+    """An HS256 JWT with the claims the reference lists for a management token, valid from
+    `CLOCK_SKEW_SECONDS` before `now` until `lifetime` after it."""
     issued = int(now if now is not None else time.time())
     expires = issued + int(lifetime)
     claims = {
@@ -61,30 +68,45 @@ def mint_management_token(
         "type": "management",
         "version": 2,
         "jti": str(uuid.uuid4()),
-        "iat": issued,
-        "nbf": issued,
+        "iat": issued - CLOCK_SKEW_SECONDS,
+        "nbf": issued - CLOCK_SKEW_SECONDS,
         "exp": expires,
     }
     return MintedToken(jwt.encode(claims, secret, algorithm="HS256"), float(expires))
 
 
-@configspec
-class ManagementTokenAuth(AuthConfigBase):
-    """Bearer auth with a management token, static or minted.
+class ManagementTokenAuth(AuthBase):
+    """Bearer auth with a management token, static or minted: requests' auth hook, which dlt
+    never logs (a token in the client's headers would be logged at DEBUG). Credentials are
+    checked at request time, so that Dagster can load the asset graph on a machine with none.
+    Shared by a run's worker threads: one minted token until it nears its expiry."""
 
-    Set through `auth` rather than client headers so dlt never logs it, and resolved at request
-    time so that Dagster can load the asset graph on a machine with no credentials.
-    """
-
-    token: TSecretStrValue | None = None
-    access_key: TSecretStrValue | None = None
-    secret: TSecretStrValue | None = None
-    lifetime_seconds: float = TOKEN_LIFETIME_SECONDS
-    renew_margin_seconds: float = RENEW_MARGIN_SECONDS
+    def __init__(
+        self,
+        *,
+        token: str | None = None,
+        access_key: str | None = None,
+        secret: str | None = None,
+        lifetime_seconds: float = TOKEN_LIFETIME_SECONDS,
+        renew_margin_seconds: float | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._token = token
+        self._access_key = access_key
+        self._secret = secret
+        self.lifetime_seconds = lifetime_seconds
+        self.renew_margin_seconds = (
+            renew_margin_seconds
+            if renew_margin_seconds is not None
+            else min(RENEW_MARGIN_SECONDS, lifetime_seconds / 3)
+        )
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._minted: MintedToken | None = None
 
     @property
     def mints(self) -> bool:
-        return bool(self.access_key or self.secret)
+        return bool(self._access_key or self._secret)
 
     def __call__(self, request: PreparedRequest) -> PreparedRequest:
         request.headers["Authorization"] = f"Bearer {self.current_token()}"
@@ -92,28 +114,26 @@ class ManagementTokenAuth(AuthConfigBase):
 
     def current_token(self) -> str:
         if self.mints:
-            if not (self.access_key and self.secret):
-                missing = "app_secret" if self.access_key else "app_access_key"
+            if not (self._access_key and self._secret):
+                missing = "app_secret" if self._access_key else "app_access_key"
                 raise MissingApiTokenError(
                     f"app_access_key and app_secret go together; {missing} is not set"
                 )
-            return self._minted()
-        if not self.token:
+            return self._current_minted(self._access_key, self._secret)
+        if not self._token:
             raise MissingApiTokenError()
-        return self.token
+        return self._token
 
-    def _minted(self) -> str:
-        # Shared by the worker threads of a run: one token until it nears its expiry.
-        cache = self.__dict__.setdefault("_mint_cache", {"lock": threading.Lock(), "token": None})
-        with cache["lock"]:
-            current: MintedToken | None = cache["token"]
-            if current is None or time.time() >= current.expires_at - self.renew_margin_seconds:
-                assert self.access_key and self.secret
-                current = mint_management_token(
-                    self.access_key, self.secret, lifetime=self.lifetime_seconds
+    def _current_minted(self, access_key: str, secret: str) -> str:
+        with self._lock:
+            now = self._clock()
+            minted = self._minted
+            if minted is None or now >= minted.expires_at - self.renew_margin_seconds:
+                minted = mint_management_token(
+                    access_key, secret, lifetime=self.lifetime_seconds, now=now
                 )
-                cache["token"] = current
-            return current.token
+                self._minted = minted
+            return minted.token
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(credentials=***)"

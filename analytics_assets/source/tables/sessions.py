@@ -14,24 +14,30 @@ from dlt.extract import DltResource
 
 from analytics_assets.source.cursors import CursorTracker
 from analytics_assets.source.run import Run
-from analytics_assets.source.shapes import session_row, with_timestamps
+from analytics_assets.source.shapes import session_row
 
 
-def sessions(run: Run) -> DltResource:
+def sessions_resource(run: Run) -> DltResource:
     @dlt.resource(
         name="sessions",
         primary_key="id",
         write_disposition="merge",
         # Listed twice in one run (live, then ended: `Run.sessions`), the later state wins.
         columns={"updated_at": {"dedup_sort": "desc"}},
+        # Unset (absent, or the zero time) while a peer is in the room: typed, so the column
+        # exists even when no peer has left yet.
+        nested_hints={
+            "peers": {"columns": {"left_at": {"name": "left_at", "data_type": "timestamp"}}}
+        },
         parallelized=True,
     )
-    def read() -> Iterator[Any]:
+    def sessions() -> Iterator[Any]:
         track = CursorTracker(run.state("sessions"))
         for page in run.sessions():
             for session in page:
                 track.observe(session)
-            yield [with_timestamps(session_row(session)) for session in page]
-        track.commit()
+            if page:
+                yield [session_row(session) for session in page]
+        track.commit(run.sessions_started_at())
 
-    return read
+    return sessions

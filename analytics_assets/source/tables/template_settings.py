@@ -1,5 +1,6 @@
 """template_settings: `GET /v2/templates/{id}/settings` for every template, merged on
-`template_id`: the answer is a bare object with no id of its own."""
+`template_id`: the answer is a bare object with no id of its own. Customers' storage
+credentials inside it (`recording.upload.credentials`) are dropped (`shapes.py`)."""
 
 from collections.abc import Iterator
 from typing import Any
@@ -12,7 +13,7 @@ from analytics_assets.source.run import Run
 from analytics_assets.source.shapes import settings_row
 
 
-def template_settings(run: Run) -> DltResource:
+def template_settings_resource(run: Run) -> DltResource:
     def settings_of(template: dict[str, Any]) -> dict[str, Any]:
         body = run.client.get_object(f"/v2/templates/{quote_id(template['id'])}/settings")
         return settings_row(template["id"], body or {})
@@ -26,8 +27,8 @@ def template_settings(run: Run) -> DltResource:
         columns={"recording": {"data_type": "json"}, "retry": {"data_type": "json"}},
         parallelized=True,
     )
-    def read() -> Iterator[Any]:
+    def template_settings() -> Iterator[Any]:
         templates = (t for page in run.listing("/v2/templates") for t in page)
         yield from run.fan_out(settings_of, templates)
 
-    return read
+    return template_settings

@@ -10,13 +10,14 @@ import dlt
 from dlt.extract import DltResource
 
 from analytics_assets.source.run import Run
-from analytics_assets.source.shapes import template_row, with_timestamps
+from analytics_assets.source.shapes import template_row
 
 
-def templates(run: Run) -> DltResource:
+def templates_resource(run: Run) -> DltResource:
     @dlt.resource(name="templates", primary_key="id", write_disposition="merge", parallelized=True)
-    def read() -> Iterator[Any]:
+    def templates() -> Iterator[Any]:
         for page in run.listing("/v2/templates"):
-            yield [with_timestamps(template_row(template)) for template in page]
+            if page:
+                yield [template_row(template) for template in page]
 
-    return read
+    return templates
