@@ -1,20 +1,11 @@
-"""What Dagster loads (`workspace.yaml`, `dagster dev`, `dg`): wiring only, no logic here."""
+"""What Dagster loads (`workspace.yaml`, `dagster dev`, `dg`): every module of `defs/`, each
+registering its own assets, checks, jobs, schedules, sensors, resources and executor."""
+
+from pathlib import Path
 
 import dagster as dg
-from dagster_dlt import DagsterDltResource
 
-from analytics_assets.defs import alerts, checks, marts, schedules
-from analytics_assets.defs.assets import build_analytics_assets
-from analytics_assets.defs.execution import executor
 
-defs = dg.Definitions.merge(
-    dg.Definitions(
-        assets=[build_analytics_assets()],
-        resources={"dlt": DagsterDltResource()},
-        executor=executor(),
-    ),
-    schedules.defs,
-    alerts.defs,
-    checks.defs,
-    marts.defs,
-)
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)

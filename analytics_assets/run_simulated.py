@@ -72,10 +72,14 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"Simulator at {sim.base_url} with {args.scale} rooms; loading into {db} ...")
         started = time.perf_counter()
-        result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
-            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-            instance=dg.DagsterInstance.ephemeral(),
-            raise_on_error=False,
+        result = (
+            defs()
+            .resolve_implicit_global_asset_job_def()
+            .execute_in_process(
+                run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+                instance=dg.DagsterInstance.ephemeral(),
+                raise_on_error=False,
+            )
         )
         elapsed = time.perf_counter() - started
         requests = len(sim.requests)

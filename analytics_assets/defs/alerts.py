@@ -113,12 +113,19 @@ def redact(text: str, secrets: Iterable[str | None]) -> str:
 def failure_message(
     job_name: str, run_id: str, failures: list[tuple[str, str]], run_error: str | None
 ) -> str:
-    lines = [f"Dagster run failed: job `{job_name}`, run `{run_id}`"]
+    """The alert's text. Each error is masked whole, then cut to `MAX_ERROR_CHARS`: cut first,
+    a secret spanning the cut would no longer match and its first part would be sent."""
+    secrets = known_secrets()
+    lines = [redact(f"Dagster run failed: job `{job_name}`, run `{run_id}`", secrets)]
     for step, error in failures:
-        lines.append(f"- step `{step}`: {error[:MAX_ERROR_CHARS]}")
+        lines.append(f"- step `{step}`: {_cut(redact(error, secrets))}")
     if not failures and run_error:
-        lines.append(f"- {run_error[:MAX_ERROR_CHARS]}")
-    return redact("\n".join(lines), known_secrets())
+        lines.append(f"- {_cut(redact(run_error, secrets))}")
+    return "\n".join(lines)
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS] + " ..."
 
 
 def post_to_webhook(url: str, text: str, *, timeout: float = 10.0) -> None:
@@ -159,4 +166,6 @@ def report_failed_runs(context: dg.RunFailureSensorContext) -> None:
             )
 
 
-defs = dg.Definitions(sensors=[report_failed_runs])
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions(sensors=[report_failed_runs])

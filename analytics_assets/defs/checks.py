@@ -17,11 +17,10 @@ from datetime import timedelta
 from typing import Any
 
 import dagster as dg
-from dagster._utils.warnings import SupersessionWarning
 
 from analytics_assets.defs.keys import asset_key
-from analytics_assets.defs.warehouse import existing_tables
 from analytics_assets.source.settings import EVENT_TOTALS_TABLE
+from analytics_assets.warehouse import existing_tables
 
 PRIMARY_KEYS: dict[str, list[str]] = {
     "rooms": ["id"],
@@ -212,11 +211,12 @@ def warehouse_checks(
 
 
 #: Live peers refresh every 5 minutes: stale after 15. Hourly tables: stale after 2 hours.
-#: Built as asset checks (shown and alerting like the others); Dagster marks these builders
-#: superseded by FreshnessPolicy, which is not a check and needs the instance to opt in, so
-#: their warning is silenced here.
+#: Built as asset checks (shown and alerting like the others, through the failure sensor);
+#: Dagster marks these builders superseded by `FreshnessPolicy`, which is not a check, raises no
+#: alert, and is evaluated only where the instance opts in (`freshness: enabled`), so their
+#: warning is silenced here.
 with warnings.catch_warnings():
-    warnings.simplefilter("ignore", category=SupersessionWarning)
+    warnings.simplefilter("ignore", category=dg.SupersessionWarning)
     freshness_checks = [
         *dg.build_last_update_freshness_checks(
             assets=[asset_key("active_room_peers")], lower_bound_delta=timedelta(minutes=15)
@@ -268,6 +268,8 @@ def freshness_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | d
     return dg.SensorResult(run_requests=[dg.RunRequest(asset_check_keys=keys)])
 
 
-defs = dg.Definitions(
-    asset_checks=freshness_checks, jobs=[freshness_job], sensors=[freshness_sensor]
-)
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions(
+        asset_checks=freshness_checks, jobs=[freshness_job], sensors=[freshness_sensor]
+    )

@@ -40,3 +40,9 @@ def executor() -> dg.ExecutorDefinition:
     if name not in EXECUTORS:
         raise ValueError(f"{EXECUTOR_ENV}={name!r}: expected one of {sorted(EXECUTORS)}")
     return EXECUTORS[name]()
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    """Project-wide policy: where the steps of every job run."""
+    return dg.Definitions(executor=executor())

@@ -3,8 +3,8 @@ kinds shown on assets."""
 
 import dagster as dg
 
-from analytics_assets.defs.warehouse import destination_type
 from analytics_assets.source.settings import DATASET_NAME
+from analytics_assets.warehouse.settings import destination_type
 
 #: Steps that use the warehouse share this pool; `dagster_home/dagster.yaml` limits it to one
 #: step at a time, as DuckDB takes one writer.

@@ -2,8 +2,9 @@
 on this data. Plain SQL that DuckDB and Postgres both run, through the dlt pipeline's client.
 
 - `peer_minutes_daily`: minutes peers spent in each room, per day (sessions' peers, from
-  `joined_at` to `left_at`; a peer still in a room counts once it has left; a stay is counted
-  on the day (UTC) it began).
+  `joined_at` to `left_at`; a peer still in a room, whose `left_at` is unset (NULL, or the zero
+  time in a warehouse loaded before it became NULL), counts once it has left; a stay is counted
+  on the day (UTC) it began, whatever the warehouse session's time zone).
 - `unmuted_time`: seconds each peer's tracks were unmuted, per track type, following the
   reference: for each track, order its `track.add/update/remove.success` events by time; every
   interval that starts at an event with `mute = false` counts until the track's next event.
@@ -25,19 +26,23 @@ from typing import Any
 import dagster as dg
 
 from analytics_assets.defs.keys import WAREHOUSE_POOL, asset_key, warehouse_kinds
-from analytics_assets.defs.warehouse import sql_client, warehouse_lock
 from analytics_assets.source.settings import ERROR_EVENT_TYPES
+from analytics_assets.warehouse import Warehouse
 
 GROUP_NAME = "analytics_marts"
 
-PEER_MINUTES_SQL = """
+#: Times before this are "not set": the API sends the Go zero time `0001-01-01T00:00:00Z` where
+#: nothing is set. The source loads it as NULL; a warehouse loaded before it did may hold it.
+SET_SINCE = "TIMESTAMP '1971-01-01 00:00:00'"
+
+PEER_MINUTES_SQL = f"""
 SELECT s.room_id,
        CAST(p.joined_at AT TIME ZONE 'UTC' AS DATE) AS day,
        count(*) AS stays,
        round(sum(EXTRACT(EPOCH FROM (p.left_at - p.joined_at))) / 60.0, 3) AS peer_minutes
-FROM {sessions__peers} p
-JOIN {sessions} s ON p._dlt_parent_id = s._dlt_id
-WHERE p.left_at IS NOT NULL
+FROM {{sessions__peers}} p
+JOIN {{sessions}} s ON p._dlt_parent_id = s._dlt_id
+WHERE p.left_at > {SET_SINCE} AND p.joined_at > {SET_SINCE}
 GROUP BY s.room_id, CAST(p.joined_at AT TIME ZONE 'UTC' AS DATE)
 """
 
@@ -162,6 +167,10 @@ def _rows(client: Any, sql: str) -> list[tuple[Any, ...]]:
         return [tuple(row) for row in cursor.fetchall()]
 
 
+def _is_set(value: Any) -> bool:
+    return isinstance(value, datetime) and value.year > 1970
+
+
 def _utc_day(value: datetime) -> date:
     return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC).date()
 
@@ -206,8 +215,13 @@ def peer_minutes_add_up(client: Any) -> dg.AssetCheckResult:
     for room, joined, left in _rows(
         client,
         "SELECT s.room_id, p.joined_at, p.left_at FROM {sessions__peers} p "
-        "JOIN {sessions} s ON s.id = p.session_id WHERE p.left_at IS NOT NULL",
+        "JOIN {sessions} s ON s.id = p.session_id "
+        # The zero time ("not set") is filtered here too: away from UTC, year 1 is not a time
+        # Python can hold.
+        f"WHERE p.left_at > {SET_SINCE} AND p.joined_at > {SET_SINCE}",
     ):
+        if not (_is_set(joined) and _is_set(left)):
+            continue  # a stay not over counts once it is
         key = (room, str(_utc_day(joined)))
         stays[key] += 1
         minutes[key] += (left - joined).total_seconds() / 60.0
@@ -296,13 +310,14 @@ _CHECKS: list[tuple[str, str, str, Callable[[Any], dg.AssetCheckResult]]] = [
     pool=WAREHOUSE_POOL,
 )
 def analytics_marts(
-    context: dg.AssetExecutionContext,
+    context: dg.AssetExecutionContext, warehouse: Warehouse
 ) -> Iterator[dg.MaterializeResult[Any] | dg.AssetCheckResult]:
     """The selected analytics, rebuilt one after another in one step on one connection, then
-    their checks."""
+    their checks. The locks on the tables it rebuilds are held on a connection of their own for
+    the whole step: two rebuilds take turns."""
     selected = sorted(context.selected_asset_keys, key=str)
     checks = {(key.asset_key.path[-1], key.name) for key in context.selected_asset_check_keys}
-    with warehouse_lock([key.path[-1] for key in selected]), sql_client() as client:
+    with warehouse.lock([key.path[-1] for key in selected]), warehouse.sql_client() as client:
         for key in selected:
             mart = MARTS_BY_NAME[key.path[-1]]
             count, rows = rebuild(client, mart.name, mart.sql)
@@ -321,6 +336,6 @@ def analytics_marts(
                 )
 
 
-MARTS = [analytics_marts]
-
-defs = dg.Definitions(assets=MARTS)
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions(assets=[analytics_marts])

@@ -1,9 +1,9 @@
 """Refresh jobs, grouped by how often their tables change, and their schedules.
 
 Each job runs the raw assets it names (and their checks); each has its own dlt pipeline, so its
-own cursors (`warehouse.py`). The live and hourly jobs share no table, so on a server warehouse
-they load at the same time; the daily sweep shares tables with the hourly job and takes turns
-with it. The schedules are created stopped: turn them on in `dagster dev` under Automation.
+own cursors (`warehouse/pipelines.py`). The live and hourly jobs share no table, so on a server
+warehouse they load at the same time; the daily sweep shares tables with the hourly job and takes
+turns with it. The schedules are created stopped: turn them on in `dagster dev` under Automation.
 """
 
 import dagster as dg
@@ -66,7 +66,10 @@ sweep_schedule = dg.ScheduleDefinition(
     name="daily_sweep_at_0317", job=sweep_job, cron_schedule="17 3 * * *"
 )
 
-defs = dg.Definitions(
-    jobs=[live_peers_job, activity_job, sweep_job],
-    schedules=[live_peers_schedule, activity_schedule, sweep_schedule],
-)
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions(
+        jobs=[live_peers_job, activity_job, sweep_job],
+        schedules=[live_peers_schedule, activity_schedule, sweep_schedule],
+    )
