@@ -7,6 +7,7 @@ tests marked `@BOTH_READINGS` run under the lenient and the strict reading.
 from __future__ import annotations
 
 import atexit
+import functools
 import hashlib
 import json
 import os
@@ -29,6 +30,7 @@ import pytest
 from dagster_dlt import DagsterDltResource
 from dlt.common.pipeline import get_dlt_pipelines_dir
 
+from analytics_assets.definitions import defs as load_definitions
 from analytics_assets.defs.assets import build_analytics_assets
 from analytics_assets.simulator import (
     DEFAULT_TOKEN,
@@ -40,6 +42,7 @@ from analytics_assets.simulator import (
     generate_world,
 )
 from analytics_assets.source import analytics_api
+from analytics_assets.warehouse import Warehouse
 from analytics_assets_tests import progress
 
 REPO = Path(__file__).resolve().parents[1]
@@ -119,15 +122,24 @@ def reading(request: pytest.FixtureRequest) -> Reading:
     return getattr(request, "param", LENIENT)
 
 
+#: The behaviours of a reading that shape the generated world (the rest shape the answers).
+WorldKey = tuple[bool, bool, bool, str]
+
+
 @pytest.fixture(scope="session")
-def worlds() -> dict[tuple[bool, bool], World]:
+def worlds() -> dict[WorldKey, World]:
     return {}
 
 
 @pytest.fixture
-def base_world(reading: Reading, worlds: dict[tuple[bool, bool], World]) -> World:
+def base_world(reading: Reading, worlds: dict[WorldKey, World]) -> World:
     """The generated world of this reading's world behaviours, made once per session."""
-    key = (reading.sessionless_errors, reading.late_events)
+    key = (
+        reading.sessionless_errors,
+        reading.late_events,
+        reading.new_event_types,
+        reading.unset_times,
+    )
     if key not in worlds:
         worlds[key] = generate_world(scale=TEST_SCALE, seed=11, reading=reading)
     return worlds[key]
@@ -262,9 +274,7 @@ def refreshed_load(
 ) -> FullLoad:
     """The test's warehouse after a full load and then one run of `activity_refresh`, nothing
     having happened in between."""
-    from analytics_assets.definitions import defs
-
-    refresh = defs.resolve_job_def("activity_refresh").execute_in_process
+    refresh = project_defs().resolve_job_def("activity_refresh").execute_in_process
     return _cached_warehouse(
         "activity_refresh",
         refresh,
@@ -322,7 +332,7 @@ def run_source(
 ) -> Any:
     """Load with plain dlt (no Dagster): the quickest way to test the source's behaviour;
     `resources` loads only those tables."""
-    from analytics_assets.defs.warehouse import choose_file_formats
+    from analytics_assets.warehouse.pipelines import choose_file_formats
 
     pipeline = dlt.pipeline(
         pipeline_name="test_source",
@@ -337,12 +347,36 @@ def run_source(
     return pipeline.run(source)
 
 
+def resources() -> dict[str, Any]:
+    """The project's resources, as `defs/resources.py` gives them."""
+    return {"dlt": DagsterDltResource(), "warehouse": Warehouse()}
+
+
 def materialize(selection: list[str] | None = None, **kwargs: Any) -> dg.ExecuteInProcessResult:
     """Materialize the raw assets in-process, each time with a freshly built definition."""
     assets = build_analytics_assets()
     if selection is not None:
         kwargs["selection"] = [dg.AssetKey(["analytics", name]) for name in selection]
-    return dg.materialize([assets], resources={"dlt": DagsterDltResource()}, **kwargs)
+    return dg.materialize([assets], resources=resources(), **kwargs)
+
+
+def reader_pipeline() -> dlt.Pipeline:
+    """A pipeline on the configured warehouse, for the oracle to read any destination through
+    (`expected.compare`); it works in a directory no run uses."""
+    return Warehouse().pipeline(workdir=Path(tempfile.mkdtemp(prefix="analytics_tests_reader_")))
+
+
+@functools.cache
+def project_defs() -> dg.Definitions:
+    """The project's definitions, as Dagster loads them (once per test process)."""
+    return load_definitions()
+
+
+def run_job(name: str, **kwargs: Any) -> dg.ExecuteInProcessResult:
+    """Run one of the project's jobs in-process; it must succeed."""
+    result = project_defs().resolve_job_def(name).execute_in_process(**kwargs)
+    assert result.success, name
+    return result
 
 
 def free_port() -> int:

@@ -13,7 +13,6 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from analytics_assets.definitions import defs
 from analytics_assets.simulator import ApiSimulator, FaultPlan, World
 from analytics_assets.simulator.expected import compare
 from analytics_assets_tests.conftest import (
@@ -22,6 +21,7 @@ from analytics_assets_tests.conftest import (
     FullLoad,
     free_port,
     materialize,
+    project_defs,
     query,
 )
 
@@ -51,7 +51,7 @@ SNAPSHOT = {
 
 
 def test_every_asset_spec_is_pinned() -> None:
-    graph = defs.resolve_asset_graph()
+    graph = project_defs().resolve_asset_graph()
     specs = {
         k.path[-1]: (
             graph.get(k).group_name,
@@ -68,7 +68,7 @@ def test_every_asset_spec_is_pinned() -> None:
 IMPORT_DEFINITIONS = """
 import json, sys
 from analytics_assets.definitions import defs
-jobs = sorted(job.name for job in defs.resolve_all_job_defs())
+jobs = sorted(job.name for job in defs().resolve_all_job_defs())
 print(json.dumps({"jobs": jobs, "modules": sorted(m for m in sys.modules if m.startswith("dlt."))}))
 """
 
@@ -115,9 +115,8 @@ def test_dg_lists_every_asset_check_job_schedule_and_sensor(tmp_path: Path) -> N
     listed = json.loads(stdout[stdout.index("{") :])
     assert {a["asset_key"] for a in listed["assets"]} == {f"analytics/{n}" for n in SNAPSHOT}
     checks = {(c["asset_key"], c["name"]) for c in listed["asset_checks"]}
-    assert checks == {
-        ("/".join(k.asset_key.path), k.name) for k in defs.resolve_asset_graph().asset_check_keys
-    }
+    graph = project_defs().resolve_asset_graph()
+    assert checks == {("/".join(k.asset_key.path), k.name) for k in graph.asset_check_keys}
     assert {j["name"] for j in listed["jobs"]} >= {
         "activity_refresh",
         "live_peers_refresh",
@@ -250,7 +249,7 @@ def test_unreachable_api_headline_names_host_and_endpoint_and_every_wait_is_logg
     assert wrapper is not None and wrapper.cause is not None
     error = wrapper.cause
     headline = error.message.splitlines()[0]
-    assert headline.startswith("analytics_assets.defs.assets.AnalyticsLoadError: dlt step ")
+    assert headline.startswith("analytics_assets.defs.loading.AnalyticsLoadError: dlt step ")
     endpoint = f"GET http://127.0.0.1:{port}/v2/templates"
     assert f"cannot reach 127.0.0.1:{port} for {endpoint}" in headline, headline
     assert "Connection refused" in headline and "4 attempts" in headline
@@ -296,39 +295,3 @@ def _failure_message(result: dg.ExecuteInProcessResult) -> str:
     error = failures[0].step_failure_data.error
     assert error is not None
     return error.to_string()
-
-
-def test_duckdb_file_is_the_default_unless_a_path_is_configured(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The committed config.toml makes `[destination.duckdb.credentials]` a table (DuckDB's
-    memory cap): with no path configured the warehouse is `data/warehouse.duckdb` of the
-    checkout, never a file named after that table."""
-    from analytics_assets.defs.warehouse import default_duckdb_path, duckdb_path
-
-    monkeypatch.delenv("DESTINATION__DUCKDB__CREDENTIALS")
-    assert duckdb_path() == default_duckdb_path() == REPO / "data" / "warehouse.duckdb"
-    monkeypatch.setenv("DESTINATION__DUCKDB__CREDENTIALS__DATABASE", str(tmp_path / "a.duckdb"))
-    assert duckdb_path() == tmp_path / "a.duckdb"
-    monkeypatch.setenv("DESTINATION__DUCKDB__CREDENTIALS", str(tmp_path / "b.duckdb"))
-    assert duckdb_path() == tmp_path / "b.duckdb"
-
-
-def test_destination_capabilities_follow_settings_scoped_to_the_pipeline(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The warehouse's destination resolves the configuration its capabilities depend on once
-    per section, not once for good: a setting of one pipeline (`<PIPELINE>__DESTINATION__...`)
-    applies inside that pipeline's steps and nowhere else, as with dlt's own destinations."""
-    import dlt
-    from dlt.common.configuration.container import Container
-    from dlt.common.configuration.specs.config_section_context import ConfigSectionContext
-
-    from analytics_assets.defs.warehouse import _capabilities_resolved_once
-
-    monkeypatch.setenv("PIPE__DESTINATION__SNOWFLAKE__USE_NESTED_TYPES", "true")
-    destination = _capabilities_resolved_once(dlt.destinations.snowflake())
-    assert destination.capabilities().supports_nested_types is False
-    with Container().injectable_context(ConfigSectionContext(pipeline_name="pipe")):
-        assert destination.capabilities().supports_nested_types is True
-    assert destination.capabilities().supports_nested_types is False

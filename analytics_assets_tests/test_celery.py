@@ -23,7 +23,6 @@ import dagster as dg
 import pytest
 
 from analytics_assets.defs.keys import WAREHOUSE_POOL
-from analytics_assets.defs.warehouse import analytics_pipeline
 from analytics_assets.simulator import ApiSimulator, World
 from analytics_assets.simulator.expected import compare
 from analytics_assets.simulator.world import EVENT_RETENTION
@@ -32,6 +31,7 @@ from analytics_assets_tests.conftest import (
     create_database,
     descendants,
     free_port,
+    reader_pipeline,
     skip_or_fail,
 )
 
@@ -184,7 +184,7 @@ def test_refresh_jobs_at_once_on_two_celery_workers(
             launchers = _run_round(env, logs, round_)
             monkeypatch.setenv("DESTINATION_TYPE", "postgres")
             monkeypatch.setenv("DESTINATION__POSTGRES__CREDENTIALS", postgres_db)
-            diffs = compare(analytics_pipeline(), world, events_since=first_clock - EVENT_RETENTION)
+            diffs = compare(reader_pipeline(), world, events_since=first_clock - EVENT_RETENTION)
             assert [d for d in diffs.values() if not d.exact] == [], f"round {round_}"
             used |= _steps_ran_on_the_workers(env, worker_pids, set(launchers.values()), round_)
             with api.moving():

@@ -26,6 +26,7 @@ from analytics_assets_tests.conftest import (
     column_names,
     materialize,
     missing_beyond_the_hourly_promise,
+    project_defs,
     query,
 )
 
@@ -204,6 +205,8 @@ ZYGOTE = r"""
 import json, os, sys
 from analytics_assets.definitions import defs
 
+definitions = defs()
+
 for line in sys.stdin:
     order = json.loads(line)
     pid = os.fork()
@@ -215,9 +218,9 @@ for line in sys.stdin:
         os.environ.update(order["env"])
         name = order["job"]
         job = (
-            defs.resolve_implicit_global_asset_job_def()
+            definitions.resolve_implicit_global_asset_job_def()
             if name == "all"
-            else defs.resolve_job_def(name)
+            else definitions.resolve_job_def(name)
         )
         os._exit(0 if job.execute_in_process().success else 1)
     print(pid, flush=True)
@@ -360,9 +363,8 @@ def test_killed_refresh_then_rerun_is_exact_and_state_did_not_run_ahead(
 
 
 def _run_job(name: str) -> bool:
-    from analytics_assets.definitions import defs
 
-    return defs.resolve_job_def(name).execute_in_process().success
+    return project_defs().resolve_job_def(name).execute_in_process().success
 
 
 def _full_refresh() -> dict[str, object]:

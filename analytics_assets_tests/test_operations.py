@@ -20,19 +20,18 @@ import pytest
 from dagster._core.definitions.asset_checks.asset_check_factories.freshness_checks import (
     last_update,
 )
-from dagster_dlt import DagsterDltResource
 
-from analytics_assets.definitions import defs
 from analytics_assets.defs.alerts import WEBHOOK_ENV, redact, report_failed_runs
 from analytics_assets.defs.assets import build_analytics_assets
 from analytics_assets.defs.checks import PK_CHECK, ROOM_CHECK
 from analytics_assets.simulator import ApiSimulator, FaultPlan, World
 from analytics_assets.simulator.expected import compare
 from analytics_assets.simulator.world import parse_iso
+from analytics_assets_tests.conftest import project_defs, resources
 
 
 def run_job(name: str, **kwargs: Any) -> dg.ExecuteInProcessResult:
-    return defs.resolve_job_def(name).execute_in_process(**kwargs)
+    return project_defs().resolve_job_def(name).execute_in_process(**kwargs)
 
 
 def check_results(result: dg.ExecuteInProcessResult) -> dict[tuple[str, str], bool]:
@@ -47,7 +46,7 @@ def check_results(result: dg.ExecuteInProcessResult) -> dict[tuple[str, str], bo
 def test_schedules_jobs_and_sensors_are_pinned() -> None:
     schedules = {
         s.name: (s.cron_schedule, s.job_name)
-        for s in defs.schedules or []
+        for s in project_defs().schedules or []
         if isinstance(s, dg.ScheduleDefinition)
     }
     assert schedules == {
@@ -55,10 +54,10 @@ def test_schedules_jobs_and_sensors_are_pinned() -> None:
         "activity_hourly": ("7 * * * *", "activity_refresh"),
         "daily_sweep_at_0317": ("17 3 * * *", "daily_sweep"),
     }
-    graph = defs.resolve_asset_graph()
+    graph = project_defs().resolve_asset_graph()
 
     def tables(job: str) -> set[str]:
-        keys = defs.resolve_job_def(job).asset_layer.selected_asset_keys
+        keys = project_defs().resolve_job_def(job).asset_layer.selected_asset_keys
         return {k.path[-1] for k in keys if graph.has(k)}
 
     assert tables("live_peers_refresh") == {"active_room_peers"}
@@ -81,7 +80,7 @@ def test_schedules_jobs_and_sensors_are_pinned() -> None:
         "unmuted_time",
         "client_errors_daily",
     }
-    sensors = {s.name: s.default_status for s in defs.sensors or []}
+    sensors = {s.name: s.default_status for s in project_defs().sensors or []}
     assert sensors == {
         "report_failed_runs": dg.DefaultSensorStatus.RUNNING,
         "freshness_every_5_minutes": dg.DefaultSensorStatus.RUNNING,
@@ -159,7 +158,7 @@ def test_checks_pass_on_a_good_load_and_fail_on_bad_data(
     result = dg.materialize(
         [build_analytics_assets()],
         selection=[dg.AssetKey(["analytics", t]) for t in ("rooms", "active_room_peers")],
-        resources={"dlt": DagsterDltResource()},
+        resources=resources(),
     )
     assert check_results(result) == {
         ("rooms", PK_CHECK): True,
@@ -183,7 +182,7 @@ def test_checks_pass_on_a_good_load_and_fail_on_bad_data(
     result = dg.materialize(
         [build_analytics_assets()],
         selection=dg.AssetSelection.checks(*checks),
-        resources={"dlt": DagsterDltResource()},
+        resources=resources(),
     )
     results = check_results(result)
     assert results[("rooms", PK_CHECK)] is False
@@ -201,7 +200,8 @@ def test_freshness_check_fails_for_a_stale_asset_and_passes_when_fresh(
     api: ApiSimulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     instance = dg.DagsterInstance.ephemeral()
-    freshness = [c for c in defs.asset_checks or [] if "freshness" in next(iter(c.check_keys)).name]
+    checks = project_defs().asset_checks or []
+    freshness = [c for c in checks if "freshness" in next(iter(c.check_keys)).name]
     key = dg.AssetKey(["analytics", "active_room_peers"])
     check_def = next(c for c in freshness if next(iter(c.check_keys)).asset_key == key)
 
@@ -307,10 +307,10 @@ def test_freshness_applies_once_there_is_data_and_when_a_check_is_due(
     )
 
     instance = dg.DagsterInstance.ephemeral()
-    sensor = next(s for s in defs.sensors or [] if s.name == "freshness_every_5_minutes")
+    sensor = next(s for s in project_defs().sensors or [] if s.name == "freshness_every_5_minutes")
 
     def tick() -> Any:
-        return sensor(dg.build_sensor_context(instance=instance, definitions=defs))
+        return sensor(dg.build_sensor_context(instance=instance, definitions=project_defs()))
 
     first = tick()
     assert isinstance(first, dg.SkipReason) and "nothing loaded yet" in str(first.skip_message)
@@ -324,7 +324,7 @@ def test_freshness_applies_once_there_is_data_and_when_a_check_is_due(
     (request,) = due.run_requests or []
     keys = set(request.asset_check_keys or [])
     assert [k.asset_key.path[-1] for k in keys] == ["active_room_peers"]
-    run = defs.resolve_job_def("check_freshness").get_subset(asset_check_selection=keys)
+    run = project_defs().resolve_job_def("check_freshness").get_subset(asset_check_selection=keys)
     result = run.execute_in_process(instance=instance)
     assert {(e.asset_key.path[-1], e.check_name) for e in result.get_asset_check_evaluations()} == {
         ("active_room_peers", "freshness_check")

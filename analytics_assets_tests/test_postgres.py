@@ -3,21 +3,29 @@ steps in separate processes (deploy/dagster.yaml). A PostgreSQL server runs on l
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import dagster as dg
 import psycopg2
 import pytest
 
-from analytics_assets.defs.warehouse import analytics_pipeline
+from analytics_assets.defs.marts import analytics_marts
 from analytics_assets.simulator import ApiSimulator, World
 from analytics_assets.simulator.expected import compare
 from analytics_assets.simulator.world import EVENT_RETENTION
-from analytics_assets_tests.conftest import materialize
+from analytics_assets_tests.conftest import (
+    materialize,
+    reader_pipeline,
+    resources,
+    run_job,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,12 +55,12 @@ def test_full_load_and_refresh_are_exact_in_postgres(
         for e in result.get_asset_materialization_events()
     }
     assert kinds == {"dlt.destinations.postgres"}
-    assert [d for d in compare(analytics_pipeline(), world).values() if not d.exact] == []
+    assert [d for d in compare(reader_pipeline(), world).values() if not d.exact] == []
     with api.moving():
         world.advance(activity=0.04)
     api.reset_requests()
     assert materialize().success
-    diffs = compare(analytics_pipeline(), world, events_since=first_clock - EVENT_RETENTION)
+    diffs = compare(reader_pipeline(), world, events_since=first_clock - EVENT_RETENTION)
     assert [d for d in diffs.values() if not d.exact] == []
     assert len(api.requests_to("/v2/analytics/events")) < len(world.rooms) / 2  # the active ones
     assert _scalar(postgres_warehouse, "SELECT count(*) FROM analytics.rooms") == len(world.rooms)
@@ -61,10 +69,7 @@ def test_full_load_and_refresh_are_exact_in_postgres(
 def test_analytics_and_checks_run_in_postgres(
     api: ApiSimulator, world: World, postgres_warehouse: str
 ) -> None:
-    from analytics_assets.definitions import defs
-
-    result = defs.resolve_job_def("activity_refresh").execute_in_process()
-    assert result.success
+    result = run_job("activity_refresh")
     checks = {
         (e.asset_key.path[-1], e.check_name): e.passed for e in result.get_asset_check_evaluations()
     }
@@ -74,6 +79,83 @@ def test_analytics_and_checks_run_in_postgres(
         _scalar(postgres_warehouse, "SELECT sum(errors) FROM analytics.client_errors_daily")
         == errors
     )
+
+
+def test_peers_snapshot_empties_in_postgres_when_no_room_is_live(
+    api: ApiSimulator, world: World, postgres_warehouse: str
+) -> None:
+    assert materialize().success
+    assert _scalar(postgres_warehouse, "SELECT count(*) FROM analytics.active_room_peers")
+    with api.moving():
+        for session in world.sessions:
+            if session["active"]:
+                world.end_session(session, world.clock)
+    run_job("live_peers_refresh")
+    assert _scalar(postgres_warehouse, "SELECT count(*) FROM analytics.active_room_peers") == 0
+
+
+def test_two_analytics_rebuilds_at_once_take_turns_in_postgres(
+    api: ApiSimulator,
+    world: World,
+    postgres_warehouse: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The second rebuild waits for the first to finish: the first holds its advisory locks on
+    a connection of its own for its whole step, even while it queries on another. (The first
+    is held mid-rebuild by a lock this test takes on a table it reads.)"""
+    assert materialize().success
+    peer_minutes = dg.AssetKey(["analytics", "peer_minutes_daily"])
+    results: dict[str, dg.ExecuteInProcessResult] = {}
+    finished: dict[str, float] = {}
+
+    def rebuild(name: str) -> None:
+        results[name] = dg.materialize(
+            [analytics_marts], resources=resources(), selection=[peer_minutes]
+        )
+        finished[name] = time.monotonic()
+
+    blocker = psycopg2.connect(postgres_warehouse)
+    try:
+        blocker.cursor().execute("LOCK TABLE analytics.sessions IN ACCESS EXCLUSIVE MODE")
+        first = threading.Thread(target=rebuild, args=("first",))
+        first.start()
+        _until(lambda: _waiting_on_a_lock(postgres_warehouse) >= 1)  # the first, mid-rebuild
+        with caplog.at_level(logging.WARNING, logger="analytics_assets"):
+            second = threading.Thread(target=rebuild, args=("second",))
+            second.start()
+            _until(
+                lambda: (
+                    "Waiting for another run writing analytics.peer_minutes_daily" in caplog.text
+                )
+            )
+            time.sleep(1.0)
+            assert first.is_alive() and second.is_alive()
+            assert _waiting_on_a_lock(postgres_warehouse) == 1  # the second never reached it
+    finally:
+        blocker.rollback()
+        blocker.close()
+    first.join(timeout=60)
+    second.join(timeout=60)
+    assert results["first"].success and results["second"].success
+    assert finished["first"] < finished["second"]
+
+
+def _waiting_on_a_lock(url: str) -> int:
+    """Connections of the warehouse's database blocked on a table lock."""
+    waiting = _scalar(
+        url,
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE wait_event_type = 'Lock' AND datname = current_database()",
+    )
+    assert isinstance(waiting, int)
+    return waiting
+
+
+def _until(condition: object, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
 
 
 @pytest.mark.slow
@@ -118,5 +200,5 @@ def test_production_instance_keeps_runs_in_postgres_and_runs_steps_in_processes(
     finally:
         del os.environ["DAGSTER_POSTGRES_URL"]
     assert _scalar(dagster_db, "SELECT count(*) FROM runs") == 1
-    diffs = compare(analytics_pipeline(), world)
+    diffs = compare(reader_pipeline(), world)
     assert all(diffs[t].exact for t in ("rooms", "sessions", "analytics_events", "recordings"))

@@ -2,7 +2,8 @@
 (it starts the simulator and `dg dev`), driven by Playwright in Debian's headless Chromium.
 
 Screenshots are saved to `test-artifacts/` (or $TEST_ARTIFACTS_DIR): the first screen, the asset
-graph, a chart. Without Chromium or Playwright the test is skipped, saying which is missing.
+graph, a chart. Without Chromium or Playwright the test is skipped, saying which is missing;
+under `.ci/run` it fails instead.
 """
 
 from __future__ import annotations
@@ -26,7 +27,13 @@ import pytest
 
 from analytics_assets.simulator import LENIENT, generate_world
 from analytics_assets.simulator.expected import compare
-from analytics_assets_tests.conftest import REQUIRE_ALL, alive, descendants, free_port
+from analytics_assets_tests.conftest import (
+    alive,
+    descendants,
+    free_port,
+    project_defs,
+    skip_or_fail,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS_DIR", REPO / "test-artifacts"))
@@ -59,16 +66,18 @@ FAN_OUT = {
     "templates_destinations": ["templates"],
 }
 
-if CHROMIUM is None:
-    if REQUIRE_ALL:
-        raise RuntimeError("no Chromium on this machine, and CI must run the UI test")
-    pytest.skip(
-        "UI test skipped: no Chromium on this machine (install Debian's `chromium`; .ci/run does)",
-        allow_module_level=True,
-    )
-playwright = pytest.importorskip(
-    "playwright.sync_api", reason="UI test skipped: the `playwright` package is not installed"
-)
+
+@pytest.fixture(scope="module")
+def playwright() -> Any:
+    """Playwright, driving Debian's Chromium; skipped where either is missing, saying which,
+    except under `.ci/run` (`ANALYTICS_TESTS_REQUIRE_ALL=1`), where that fails the test."""
+    if CHROMIUM is None:
+        skip_or_fail("no Chromium on this machine (install Debian's `chromium`; .ci/run does)")
+    try:
+        import playwright.sync_api
+    except ImportError:
+        skip_or_fail("the `playwright` package is not installed (make installs the dev extras)")
+    return playwright.sync_api
 
 
 @dataclass
@@ -83,7 +92,7 @@ class DevServer:
 
 
 @pytest.fixture
-def dev(tmp_path: Path) -> Iterator[DevServer]:
+def dev(tmp_path: Path, playwright: Any) -> Iterator[DevServer]:
     """`make dev PORT=<free port>` as a user runs it (`python -m analytics_assets.dev`), with no
     base URL configured: it starts the simulator itself; its Dagster home and DuckDB file are
     the test's own. Stopped as Ctrl-C stops it; nothing of it may outlive that."""
@@ -147,7 +156,9 @@ def _open(page: Any, url: str) -> str:
 def _skip_the_welcome_dialog(page: Any) -> None:
     """A new browser profile gets Dagster's newsletter dialog once, a moment after the first
     page loads; skipped, it does not come back."""
-    with contextlib.suppress(playwright.TimeoutError):
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    with contextlib.suppress(PlaywrightTimeout):
         page.get_by_role("button", name="Skip").click(timeout=10_000)
 
 
@@ -161,12 +172,11 @@ LOCATION = "locations/analytics_assets"
 
 @pytest.mark.slow
 def test_make_dev_alone_serves_a_clean_first_screen_and_runs_a_refresh_job(
-    dev: DevServer, tmp_path: Path
+    dev: DevServer, tmp_path: Path, playwright: Any
 ) -> None:
     """`make dev` with nothing else running: a first screen with no failed check and no
     row the UI cannot show; a refresh job launched from the UI succeeds against the simulator
     `make dev` started; then the graph, metadata, charts, checks, schedules and sensors."""
-    from analytics_assets.definitions import defs
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     instance = dg.DagsterInstance.from_config(str(dev.home))
@@ -176,6 +186,7 @@ def test_make_dev_alone_serves_a_clean_first_screen_and_runs_a_refresh_job(
         try:
             # The first screen, before anything has run: the freshness sensor requests
             # nothing, no check shows failed, and no asset page carries a row it cannot show.
+            defs = project_defs()
             sensor = next(s for s in defs.sensors or [] if s.name == "freshness_every_5_minutes")
             tick = sensor(dg.build_sensor_context(instance=instance, definitions=defs))
             assert isinstance(tick, dg.SkipReason)

@@ -78,17 +78,18 @@ def run_scenario(args: argparse.Namespace, reading: Reading, history: int) -> Sc
         )
         import dagster as dg
 
-        from analytics_assets.definitions import defs
+        from analytics_assets.definitions import defs as load_definitions
 
+        definitions = load_definitions()
         instance = dg.DagsterInstance.ephemeral()
         quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
         def run(job_name: str) -> tuple[int, float, Counter[str]]:
             sim.reset_requests()
             job = (
-                defs.resolve_implicit_global_asset_job_def()
+                definitions.resolve_implicit_global_asset_job_def()
                 if job_name == "full load"
-                else defs.resolve_job_def(job_name)
+                else definitions.resolve_job_def(job_name)
             )
             started = time.perf_counter()
             result = job.execute_in_process(instance=instance, run_config=quiet)

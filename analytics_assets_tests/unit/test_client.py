@@ -1,0 +1,126 @@
+"""`parse_body`, `ApiRestClient.extract_response`, `ApiClock` and `quote_id`, on responses built
+in memory."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+import requests
+from requests import Request, Response
+from requests.structures import CaseInsensitiveDict
+
+from analytics_assets.source import client as client_module
+from analytics_assets.source.client import ApiClock, ApiRestClient, parse_body, quote_id
+from analytics_assets.source.errors import MalformedResponseError
+
+URL = "http://api.test/v2/rooms"
+ENDPOINT = f"GET {URL}"
+
+
+def response(content: bytes, content_type: str = "application/json", status: int = 200) -> Response:
+    answer = Response()
+    answer.status_code = status
+    answer._content = content
+    answer.headers = CaseInsensitiveDict({"Content-Type": content_type})
+    answer.encoding = "utf-8"
+    answer.request = Request("GET", URL, params={"room_id": "r-private"}).prepare()
+    return answer
+
+
+class CountingLoads:
+    """orjson, counting how often a body is parsed."""
+
+    JSONDecodeError = orjson.JSONDecodeError
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def loads(self, content: Any) -> Any:
+        self.calls += 1
+        return orjson.loads(content)
+
+
+def test_extract_response_parses_the_body_once_and_hands_it_on_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    counting = CountingLoads()
+    monkeypatch.setattr(client_module, "orjson", counting)
+    body = {"limit": 2, "data": [{"id": "r1"}, {"id": "r2"}], "last": "r2"}
+    rest = ApiRestClient(base_url="http://api.test", session=requests.Session())
+    assert rest.extract_response(response(orjson.dumps(body)), "$") == [body]
+    assert counting.calls == 1
+
+
+def test_parse_body_reads_integers_within_64_bits_exactly() -> None:
+    body = b'{"total": 18446744073709551615, "min": -9223372036854775808}'
+    assert parse_body(response(body)) == {"total": 2**64 - 1, "min": -(2**63)}
+
+
+def test_parse_body_keeps_integers_up_to_64_bits_exact() -> None:
+    """orjson reads integers exactly up to 64 bits (counts, sizes and durations of this API
+    are far below), larger ones as floats; the standard library reads what orjson refuses."""
+    body = b'{"total": 18446744073709551615, "size": -9223372036854775808, "x": NaN}'
+    assert parse_body(response(body)) == {
+        "total": 18446744073709551615,
+        "size": -9223372036854775808,
+        "x": pytest.approx(float("nan"), nan_ok=True),
+    }
+
+
+def test_a_200_with_an_html_page_is_malformed_naming_the_endpoint_and_showing_the_html() -> None:
+    html = b"<html><body><h1>502 Bad Gateway</h1>\n<p>nginx</p></body></html>"
+    with pytest.raises(MalformedResponseError) as raised:
+        parse_body(response(html, "text/html"))
+    message = str(raised.value)
+    assert ENDPOINT in message
+    assert "answered 200" in message
+    assert "<html><body><h1>502 Bad Gateway</h1> <p>nginx</p>" in message
+    assert "r-private" not in message  # the query is not named
+
+
+def test_a_cut_off_json_body_is_malformed_without_showing_the_body() -> None:
+    cut = b'{"limit": 100, "data": [{"id": "r1", "name": "Dr Alice Customer-Private", "cust'
+    with pytest.raises(MalformedResponseError) as raised:
+        parse_body(response(cut, "application/json; charset=utf-8"))
+    message = str(raised.value)
+    assert ENDPOINT in message
+    assert "not JSON" in message
+    assert "Alice" not in message
+    assert '"limit"' not in message
+
+
+def test_a_json_list_is_malformed_where_an_object_was_due() -> None:
+    with pytest.raises(MalformedResponseError) as raised:
+        parse_body(response(b'[{"id": "r1"}]'))
+    assert str(raised.value) == f"{ENDPOINT} answered list where a JSON object was due"
+
+
+def test_api_clock_keeps_the_newest_date_and_ignores_garbage() -> None:
+    clock = ApiClock()
+    assert clock.now() is None
+    clock.observe("Wed, 17 Jul 2024 11:00:05 GMT")
+    clock.observe("Wed, 17 Jul 2024 10:59:00 GMT")  # an older answer, arriving later
+    clock.observe("not a date")
+    clock.observe("")
+    clock.observe(None)
+    clock.observe("Wed, 17 Jul 2024 12:00:00 -0000")  # no zone: unreadable as a time
+    assert clock.now() == datetime(2024, 7, 17, 11, 0, 5, tzinfo=UTC)
+    clock.observe("Wed, 17 Jul 2024 11:00:06 GMT")
+    assert clock.now() == datetime(2024, 7, 17, 11, 0, 6, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("value", "quoted"),
+    [
+        ("6470a1e2f1c2a3b4c5d6e7f8", "6470a1e2f1c2a3b4c5d6e7f8"),
+        ("a/b", "a%2Fb"),
+        ("room?x=1#frag", "room%3Fx%3D1%23frag"),
+        ("my room", "my%20room"),
+        ("../admin", "..%2Fadmin"),
+    ],
+)
+def test_quote_id_keeps_an_id_one_path_segment(value: str, quoted: str) -> None:
+    assert quote_id(value) == quoted

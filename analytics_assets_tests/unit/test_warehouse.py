@@ -1,0 +1,48 @@
+"""Where the tables land: the DuckDB file, and the pipeline (so the state record) of each job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from analytics_assets.warehouse import Warehouse
+from analytics_assets.warehouse.pipelines import SHARED_PIPELINE, pipeline_name, run_workdir
+from analytics_assets.warehouse.settings import default_duckdb_path, duckdb_path
+from analytics_assets_tests.conftest import REPO
+
+
+def test_duckdb_file_is_the_default_unless_a_path_is_configured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The committed config.toml makes `[destination.duckdb.credentials]` a table (DuckDB's
+    memory cap): with no path configured the warehouse is `data/warehouse.duckdb` of the
+    checkout, never a file named after that table."""
+    monkeypatch.delenv("DESTINATION__DUCKDB__CREDENTIALS")
+    assert duckdb_path() == default_duckdb_path() == REPO / "data" / "warehouse.duckdb"
+    monkeypatch.setenv("DESTINATION__DUCKDB__CREDENTIALS__DATABASE", str(tmp_path / "a.duckdb"))
+    assert duckdb_path() == tmp_path / "a.duckdb"
+    monkeypatch.setenv("DESTINATION__DUCKDB__CREDENTIALS", str(tmp_path / "b.duckdb"))
+    assert duckdb_path() == tmp_path / "b.duckdb"
+    assert Warehouse().database == tmp_path / "b.duckdb"
+    assert Warehouse(duckdb_path=str(tmp_path / "c.duckdb")).database == tmp_path / "c.duckdb"
+
+
+def test_destination_is_duckdb_unless_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Warehouse().kind == "duckdb"
+    assert Warehouse().destination().destination_name == "duckdb"
+    monkeypatch.setenv("DESTINATION_TYPE", "postgres")
+    assert Warehouse().kind == "postgres"
+    assert Warehouse(destination_type="duckdb").kind == "duckdb"
+    # dlt's own error names the destination and how to configure one.
+    with pytest.raises(Exception, match="no_such_destination"):
+        Warehouse(destination_type="no_such_destination").destination()
+
+
+def test_each_job_has_its_own_pipeline_and_each_run_its_own_directory() -> None:
+    """Runs side by side never share a state record (a job each) or a working directory (a
+    run each); ad hoc runs use the pipeline every run used before jobs had their own."""
+    assert pipeline_name("activity_refresh") == f"{SHARED_PIPELINE}__activity_refresh"
+    assert pipeline_name("__ASSET_JOB") == pipeline_name(None) == SHARED_PIPELINE
+    assert run_workdir("run-a") != run_workdir("run-b")
+    assert run_workdir("run-a").name == "run-a"
