@@ -7,7 +7,7 @@ READING ?= lenient
 PORT ?= 3000
 WORKERS ?= auto
 
-.PHONY: help load test check lint types validate dev simulator benchmark benchmark-refresh benchmark-speed clean
+.PHONY: help load test test-fast check lint types validate dev simulator benchmark benchmark-refresh benchmark-speed clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -21,8 +21,11 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 load: $(BIN)/.installed  ## full load from the local API simulator into data/simulated.duckdb
 	$(BIN)/python -m analytics_assets.run_simulated --scale $(SCALE) --reading $(READING)
 
-test: $(BIN)/.installed  ## the offline test suite, on every core (WORKERS=auto)
+test: $(BIN)/.installed  ## the whole offline test suite, on every core (WORKERS=auto)
 	$(BIN)/pytest -n $(WORKERS) --dist load --maxschedchunk 1
+
+test-fast: $(BIN)/.installed  ## the unit tier only: pure logic, no server, no run (seconds)
+	$(BIN)/pytest analytics_assets_tests/unit -n 0
 
 lint: $(BIN)/.installed  ## ruff lint and format check
 	$(BIN)/ruff check .
@@ -34,7 +37,7 @@ types: $(BIN)/.installed  ## mypy
 validate: $(BIN)/.installed  ## Dagster loads the definitions (`dg check defs`)
 	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/dg check defs
 
-check: lint types validate test  ## everything CI runs
+check: lint types validate test-fast test  ## everything CI runs, the unit tier first
 
 simulator: $(BIN)/.installed  ## the API simulator alone, in the foreground on port 8765
 	$(BIN)/python -m analytics_assets.simulator --scale $(SCALE) --reading $(READING) --port 8765
