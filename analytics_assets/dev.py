@@ -34,7 +34,7 @@ def configured_base_url() -> str | None:
     return os.environ.get(BASE_URL_ENV) or dlt.config.get("sources.analytics_api.base_url", str)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=3000, help="the UI's port")
     parser.add_argument("--host", default="127.0.0.1")
@@ -49,29 +49,37 @@ def main(argv: list[str] | None = None) -> int:
         default=REPO / "data" / "simulated.duckdb",
         help="the warehouse when the simulator serves the API",
     )
-    args = parser.parse_args(argv)
-    # Ctrl-C stops everything, even where a shell started this with SIGINT ignored.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    return parser.parse_args(argv)
 
-    env = {**os.environ, "DAGSTER_HOME": str(args.dagster_home.resolve())}
-    simulator = None
+
+def _simulator(args: argparse.Namespace, env: dict[str, str]) -> ApiSimulator | None:
+    """The local simulator, pointed at by `env`, unless a base URL is configured."""
     base_url = configured_base_url()
     if base_url:
         print(f"API: {base_url} (configured); no simulator.", flush=True)
-    else:
-        reading = READINGS[args.reading]
-        world = generate_world(scale=args.scale, reading=reading)
-        simulator = ApiSimulator(world, reading=reading).start()
-        db = args.duckdb.resolve()
-        db.parent.mkdir(parents=True, exist_ok=True)
-        env.update(simulated_api_env(simulator.base_url, db))
-        env.pop("DESTINATION_TYPE", None)
-        print(
-            f"API: the local simulator at {simulator.base_url} ({args.scale} rooms, "
-            f"{reading.name} reading), tables in {db}. Set [sources.analytics_api] base_url "
-            f"(or {BASE_URL_ENV}) to use the real API.",
-            flush=True,
-        )
+        return None
+    reading = READINGS[args.reading]
+    world = generate_world(scale=args.scale, reading=reading)
+    simulator = ApiSimulator(world, reading=reading).start()
+    db = args.duckdb.resolve()
+    db.parent.mkdir(parents=True, exist_ok=True)
+    env.update(simulated_api_env(simulator.base_url, db))
+    env.pop("DESTINATION_TYPE", None)
+    print(
+        f"API: the local simulator at {simulator.base_url} ({args.scale} rooms, "
+        f"{reading.name} reading), tables in {db}. Set [sources.analytics_api] base_url "
+        f"(or {BASE_URL_ENV}) to use the real API.",
+        flush=True,
+    )
+    return simulator
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arguments(argv)
+    # Ctrl-C stops everything, even where a shell started this with SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    env = {**os.environ, "DAGSTER_HOME": str(args.dagster_home.resolve())}
+    simulator = _simulator(args, env)
     print(f"Dagster UI: http://{args.host}:{args.port}", flush=True)
     dg = Path(sys.executable).parent / "dg"
     command = [str(dg), "dev", "--port", str(args.port), "--host", args.host]

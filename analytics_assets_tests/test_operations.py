@@ -21,7 +21,12 @@ from dagster._core.definitions.asset_checks.asset_check_factories.freshness_chec
     last_update,
 )
 
-from analytics_assets.defs.alerts import WEBHOOK_ENV, redact, report_failed_runs
+from analytics_assets.defs.alerts import (
+    MAX_ERROR_CHARS,
+    WEBHOOK_ENV,
+    redact,
+    report_failed_runs,
+)
 from analytics_assets.defs.assets import build_analytics_assets
 from analytics_assets.defs.checks import PK_CHECK, ROOM_CHECK
 from analytics_assets.simulator import ApiSimulator, FaultPlan, World
@@ -283,6 +288,46 @@ def test_failed_run_is_posted_to_the_webhook_without_secrets(
     assert "analytics_api" in text  # the failed step
     assert "401" in text and "/v2/" in text  # the error
     assert secret not in text and receiver.url not in text
+
+
+def test_a_secret_in_a_long_error_is_masked_before_the_alert_is_cut(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The error of a failed step names a warehouse URL whose password is configured, so that
+    the password spans the alert's cut: masked first, no part of it reaches the webhook."""
+    password = "pg-pass-0123456789abcdef"
+    monkeypatch.setenv(
+        "DESTINATION__POSTGRES__CREDENTIALS", f"postgresql://loader:{password}@db-host/warehouse"
+    )
+    monkeypatch.setenv(WEBHOOK_ENV, receiver.url)
+    # The error as the alert shows it: "RuntimeError: could not connect to <lead>loader:...";
+    # the password starts 10 characters before the cut.
+    lead = "x" * (MAX_ERROR_CHARS - len("RuntimeError: could not connect to loader:") - 10)
+
+    def unreachable_warehouse(**_: Any) -> Any:
+        raise RuntimeError(f"could not connect to {lead}loader:{password}@db-host/warehouse")
+
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize(
+        [build_analytics_assets(source_factory=unreachable_warehouse)],
+        resources=resources(),
+        instance=instance,
+        selection=[dg.AssetKey(["analytics", "templates"])],
+        raise_on_error=False,
+    )
+    assert not result.success
+    context = dg.build_run_status_sensor_context(
+        sensor_name="report_failed_runs",
+        dagster_instance=instance,
+        dagster_run=result.dagster_run,
+        dagster_event=result.get_run_failure_event(),
+    ).for_run_failure()
+    report_failed_runs(context)
+    text = receiver.posts[0]["text"]
+    assert "could not connect" in text and "***" in text
+    assert not [
+        password[i : i + 6] for i in range(len(password) - 5) if password[i : i + 6] in text
+    ]
 
 
 def test_failed_run_is_logged_when_no_webhook_is_set(

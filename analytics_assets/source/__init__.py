@@ -94,32 +94,14 @@ def analytics_api(
     event_counts: EventCounts | None = None,
     inherited_state: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[DltResource]:
-    """The eight resources of the analytics API.
+    """The eight resources of the analytics API. Settings come from `[sources.analytics_api]`
+    (`.dlt/`, `SOURCES__ANALYTICS_API__<NAME>`); credentials are checked at the first request.
 
-    Every setting is read from `[sources.analytics_api]` in `.dlt/` or the environment
-    (`SOURCES__ANALYTICS_API__<NAME>`); `api_token` also from `API_TOKEN`. With `app_access_key`
-    and `app_secret`, a management token is minted per run instead (and wins over `api_token`).
-    Missing credentials do not fail here, only at the first request, so the asset graph loads
-    without any.
-
-    `tables` names the tables a run loads (shared listings consult only their cursors);
-    `full_refresh` ignores the cursors and reads everything the API serves (created since
-    `start_date`, when set); `sweep` is the daily run: rooms and recordings in full, events
-    reconciled with the API's per-room totals, which needs `event_counts` (the warehouse's
-    events per room since a time). `inherited_state` gives tables without state of their own
-    a state to start from.
+    `tables`: the tables a run loads (shared listings consult only their cursors);
+    `full_refresh`: ignore the cursors (read since `start_date`); `sweep`: the daily run, whose
+    reconciliation needs `event_counts`; `inherited_state`: a state for tables with none.
     """
-    if api_token and (app_access_key or app_secret):
-        logger.warning(
-            "Both api_token and app_access_key/app_secret are configured: minting management "
-            "tokens from the key and secret; api_token is ignored."
-        )
-    auth = ManagementTokenAuth(
-        token=api_token,
-        access_key=app_access_key,
-        secret=app_secret,
-        lifetime_seconds=token_lifetime_seconds,
-    )
+    auth = token_auth(api_token, app_access_key, app_secret, token_lifetime_seconds)
     policy = RetryPolicy(
         max_attempts=request_max_attempts,
         backoff_factor=request_backoff_factor,
@@ -128,21 +110,33 @@ def analytics_api(
         timeout=request_timeout,
     )
     client = AnalyticsApiClient(base_url, auth, policy=policy, max_pages=max_pages, workers=workers)
-    run = Run(
-        client,
-        RunSettings(
-            tables=frozenset(tables),
-            full_refresh=full_refresh,
-            sweep=sweep,
-            margin=timedelta(seconds=refresh_margin_seconds),
-            lookback=timedelta(hours=late_event_lookback_hours),
-            retention=timedelta(days=event_retention_days),
-            start_date=parse_start_date(start_date),
-            event_counts=event_counts,
-            inherited_state=inherited_state,
-        ),
+    settings = RunSettings(
+        tables=frozenset(tables),
+        full_refresh=full_refresh,
+        sweep=sweep,
+        margin=timedelta(seconds=refresh_margin_seconds),
+        lookback=timedelta(hours=late_event_lookback_hours),
+        retention=timedelta(days=event_retention_days),
+        start_date=parse_start_date(start_date),
+        event_counts=event_counts,
+        inherited_state=inherited_state,
     )
+    run = Run(client, settings)
     return [make(run) for make in TABLES.values()]
+
+
+def token_auth(
+    api_token: str | None, access_key: str | None, secret: str | None, lifetime: float
+) -> ManagementTokenAuth:
+    """The key and secret when configured (a token minted per run), else the static token."""
+    if api_token and (access_key or secret):
+        logger.warning(
+            "Both api_token and app_access_key/app_secret are configured: minting management "
+            "tokens from the key and secret; api_token is ignored."
+        )
+    return ManagementTokenAuth(
+        token=api_token, access_key=access_key, secret=secret, lifetime_seconds=lifetime
+    )
 
 
 def parse_start_date(value: str | None) -> datetime | None:
