@@ -45,15 +45,15 @@ simulator: $(BIN)/.installed  ## the API simulator alone, in the foreground on p
 dev: $(BIN)/.installed  ## the Dagster UI on PORT (3000), with the API simulator unless a base URL is configured
 	$(BIN)/python -m analytics_assets.dev --port $(PORT) --scale $(SCALE) --reading $(READING)
 
-benchmark: $(BIN)/.installed  ## every figure of the README's benchmark table, both scripts even if one misses (about 6 minutes)
+benchmark: $(BIN)/.installed  ## every figure of docs/benchmarks.md, both scripts even if one misses (about 10 minutes)
 	@status=0; $(MAKE) --no-print-directory benchmark-speed || status=1; \
 	$(MAKE) --no-print-directory benchmark-refresh || status=1; exit $$status
 
 benchmark-refresh: $(BIN)/.installed  ## requests per job vs. the full load, at 1x and 4x history
 	$(BIN)/python benchmarks/refresh.py --scale 400
 
-benchmark-speed: $(BIN)/.installed  ## CLI full load vs. plain dlt, phases, request floor, memory at 1,000 and 5,000 rooms
-	$(BIN)/python benchmarks/speed.py --scale 1000 --latency-ms 20 --memory-scale 5000
+benchmark-speed: $(BIN)/.installed  ## full loads: event-heavy vs. plain dlt, 515k events, 100 ms per request
+	$(BIN)/python benchmarks/speed.py
 
 clean:  ## remove the virtualenv and local data
 	rm -rf $(VENV) data

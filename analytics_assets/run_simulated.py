@@ -71,7 +71,7 @@ def _load_everything() -> Any:
 
     from analytics_assets.definitions import defs
 
-    job = defs().resolve_implicit_global_asset_job_def()
+    job = defs.resolve_implicit_global_asset_job_def()
     return job.execute_in_process(
         run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
         instance=dg.DagsterInstance.ephemeral(),

@@ -7,7 +7,6 @@ tests marked `@BOTH_READINGS` run under the lenient and the strict reading.
 from __future__ import annotations
 
 import atexit
-import functools
 import hashlib
 import json
 import os
@@ -30,7 +29,7 @@ import pytest
 from dagster_dlt import DagsterDltResource
 from dlt.common.pipeline import get_dlt_pipelines_dir
 
-from analytics_assets.definitions import defs as load_definitions
+from analytics_assets.definitions import defs as definitions
 from analytics_assets.defs.assets import build_analytics_assets
 from analytics_assets.simulator import (
     DEFAULT_TOKEN,
@@ -366,10 +365,9 @@ def reader_pipeline() -> dlt.Pipeline:
     return Warehouse().pipeline(workdir=Path(tempfile.mkdtemp(prefix="analytics_tests_reader_")))
 
 
-@functools.cache
 def project_defs() -> dg.Definitions:
-    """The project's definitions, as Dagster loads them (once per test process)."""
-    return load_definitions()
+    """The project's definitions, as Dagster loads them."""
+    return definitions
 
 
 def run_job(name: str, **kwargs: Any) -> dg.ExecuteInProcessResult:

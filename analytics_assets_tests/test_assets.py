@@ -68,7 +68,7 @@ def test_every_asset_spec_is_pinned() -> None:
 IMPORT_DEFINITIONS = """
 import json, sys
 from analytics_assets.definitions import defs
-jobs = sorted(job.name for job in defs().resolve_all_job_defs())
+jobs = sorted(job.name for job in defs.resolve_all_job_defs())
 print(json.dumps({"jobs": jobs, "modules": sorted(m for m in sys.modules if m.startswith("dlt."))}))
 """
 

@@ -56,6 +56,8 @@ class SampleStub:
         stub = self
         self.paths: list[str] = []
         self.live_room = sample("sessions_list")["data"][0]["room_id"]
+        #: The room the events' samples are served for (an event belongs to one room).
+        self.events_room = sample("rooms_list")["data"][0]["id"]
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -90,7 +92,7 @@ class SampleStub:
             return 200, sample(lists[path]) if start is None else {"limit": 10, "data": []}
         if path == "/v2/analytics/events":
             nexts = [None] + [sample(name)["next"] for name in EVENT_CHAIN]
-            if start in nexts[:3]:
+            if start in nexts[:3] and params.get("room_id") == [self.events_room]:
                 return 200, sample(EVENT_CHAIN[nexts.index(start)])
             return 200, {"limit": 10, "total": 0, "next": "", "events": []}
         if path.endswith("/settings"):
@@ -338,9 +340,11 @@ def test_samples_are_served_as_they_are() -> None:
     try:
         status, body = stub.answer("/v2/rooms", {})
         assert (status, body) == (200, sample("rooms_list"))
-        events = [stub.answer("/v2/analytics/events", {})[1]]
+        room = {"room_id": [stub.events_room]}
+        events = [stub.answer("/v2/analytics/events", room)[1]]
         while events[-1]["next"]:
-            events.append(stub.answer("/v2/analytics/events", {"start": [events[-1]["next"]]})[1])
+            following = {**room, "start": [events[-1]["next"]]}
+            events.append(stub.answer("/v2/analytics/events", following)[1])
         assert events[:3] == [sample(name) for name in EVENT_CHAIN]
     finally:
         stub.close()

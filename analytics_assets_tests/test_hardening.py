@@ -205,7 +205,7 @@ ZYGOTE = r"""
 import json, os, sys
 from analytics_assets.definitions import defs
 
-definitions = defs()
+definitions = defs
 
 for line in sys.stdin:
     order = json.loads(line)

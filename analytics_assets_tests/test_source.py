@@ -603,3 +603,19 @@ def test_quirk_a_recording_in_a_status_never_final_stops_being_polled_after_the_
         _load(api, warehouse, resources=("recordings",))
         asked = {r.params.get("session_id", [""])[0] for r in api.requests_to("/v2/recordings")}
         assert (session in asked) is polled, hours
+
+
+def test_quirk_settings_json_columns_keep_each_objects_own_keys(
+    world: World, warehouse: Path
+) -> None:
+    """`retry` is often `{}` and sometimes `{"maxAttempts": 3}`: each row holds its own object
+    (DuckDB's jsonl reader would make `{}` a `{"maxAttempts": null}`)."""
+    first, second, *_ = world.templates
+    first["settings"]["retry"] = {"maxAttempts": 3}
+    second["settings"]["retry"] = {}
+    with ApiSimulator(world) as sim:
+        _load(sim, warehouse, resources=("templates", "template_settings"))
+    rows = dict(query(warehouse, "SELECT template_id, retry FROM analytics.template_settings"))
+    assert json.loads(rows[first["id"]]) == {"maxAttempts": 3}
+    assert rows[second["id"]] in (None, "{}")
+    assert compare(warehouse, world)["template_settings"].exact

@@ -539,6 +539,13 @@ class World:
                 "max_height": 720,
                 "recording_path": f"s3://bucket/prefix/{recording['id']}.mp4",
                 "size": self.rng.randint(10**6, 10**9),
+                # Where it was streamed too, as the sample shows (`rtmp`: a list of objects);
+                # a stream URL carries the stream key in its path.
+                "rtmp": [
+                    {"url": f"rtmp://live.example.invalid/app/sk-{self.extras.getrandbits(40):x}"}
+                ]
+                if self.extras.random() < 0.3
+                else [],
             },
         }
         self.uploads.append(Upload(uploaded, recording["id"], event, recording))
@@ -592,6 +599,7 @@ class World:
                         "error_name": "ICEDisconnected",
                         "error_message": "Ice connection state DISCONNECTED",
                         "is_terminal": False,
+                        "devices": self._devices(),
                     },
                 )
             self._add_tracks(base, peer)
@@ -638,6 +646,18 @@ class World:
             "reason": "peer_request",
         }
         self._peer_event(PEER_LEAVE, left, data)
+
+    def _devices(self) -> dict[str, list[str]]:
+        """The peer's devices, as the error events' sample shows them (lists, often empty):
+        lists inside events, which a loader turns into child tables."""
+        x = self.extras
+        cameras = ["FaceTime HD Camera", "USB Camera", "OBS Virtual Camera"]
+        microphones = ["Default - MacBook Pro Microphone", "Headset Microphone"]
+        return {
+            "videoInput": x.sample(cameras, k=x.choice([0, 0, 1, 2])),
+            "audioInput": x.sample(microphones, k=x.choice([0, 1])),
+            "audioOutput": [],
+        }
 
     def add_sessionless_error(self, room: dict[str, Any], at: datetime) -> None:
         """A peer that failed to connect or join: the event names the room, not a session."""

@@ -115,11 +115,10 @@ class NextPaginator(BasePaginator):
         self._has_next_page = True
 
     def update_state(self, response: Response, data: list[Any] | None = None) -> None:
-        body = _body(data)
-        items = _rows(body, "events")
-        fresh = {str(item.get("id")) for item in items} - self._seen
+        ids, cursor = _events_of(data[0] if data else {})
+        fresh = {str(i) for i in ids} - self._seen
         self._seen |= fresh
-        cursor = body.get("next")
+        items = ids
         if not cursor:
             self._has_next_page = False
             return
@@ -141,6 +140,11 @@ class NextPaginator(BasePaginator):
 
     def update_request(self, request: Request) -> None:
         request.params = {**(request.params or {}), "start": self._next}  # type: ignore[dict-item]
+
+
+def _events_of(body: dict[str, Any]) -> tuple[list[Any], Any]:
+    """The ids of a page's events and its `next`."""
+    return [item.get("id") for item in _rows(body, "events")], body.get("next")
 
 
 def _too_many(response: Response, max_pages: int) -> str:

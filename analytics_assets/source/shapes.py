@@ -103,7 +103,7 @@ def clean_in_place(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _in_place(container: Any) -> None:
     if isinstance(container, dict):
-        for key in [k for k in container if SECRET_FIELD.search(k)]:
+        for key in [k for k in container if is_secret_field(k)]:
             del container[key]
         items: Any = container.items()
     else:
@@ -115,6 +115,17 @@ def _in_place(container: Any) -> None:
                 container[key] = cleaned
         elif isinstance(inner, dict | list):
             _in_place(inner)
+
+
+#: Field name -> whether it holds a secret: objects repeat a few names half a million times.
+_SECRET_NAMES: dict[str, bool] = {}
+
+
+def is_secret_field(name: str) -> bool:
+    known = _SECRET_NAMES.get(name)
+    if known is None:
+        known = _SECRET_NAMES[name] = SECRET_FIELD.search(name) is not None
+    return known
 
 
 def _clean_str(value: str) -> Any:

@@ -197,8 +197,8 @@ def test_a_query_that_names_its_types_is_sent_as_it_is() -> None:
 def test_a_room_read_whole_records_its_total_over_the_retention_window() -> None:
     client = FakeClient(small_rooms(1))
     read = RoomEvents(make_run(client)).whole("r0")
-    assert ids(read.rows) == ["r0-e1", "r0-e2"]
-    assert read.rows[0]["timestamp"] == SERVED_AT - timedelta(minutes=59)  # cleaned rows
+    assert ids(read.events) == ["r0-e1", "r0-e2"]
+    assert read.events == client.events["r0"]  # as sent: made into tables in batches later
     assert read.busy is None
     assert read.totals == {
         "room_id": "r0",
@@ -223,7 +223,7 @@ def test_a_room_of_many_pages_is_remembered_busy() -> None:
     many = [event(f"e{n:03d}", "r0", "s1", "track.add.success") for n in range(150)]
     client = FakeClient({"r0": many})
     read = RoomEvents(make_run(client)).whole("r0")
-    assert len(read.rows) == 150
+    assert len(read.events) == 150
     assert read.busy == 150
     assert read.totals is not None and read.totals["api_total"] == 150
     assert client.asked == [
@@ -250,7 +250,8 @@ def test_a_known_busy_room_with_few_active_sessions_is_read_by_session_plus_its_
         {"room_id": "r0", "session_id": "s1", "limit": 100},
         {"room_id": "r0", "type": DOCUMENTED_ERRORS, "limit": 100},
     ]
-    assert ids(read.rows) == ["lost", "s1-a", "s1-b", "s1-b", "s9-err"]
+    # s1-b is both a session's event and an error: loaded once.
+    assert ids(read.events) == ["lost", "s1-a", "s1-b", "s9-err"]
     assert read.busy == 344
     assert read.totals is None
 
@@ -265,14 +266,15 @@ def test_a_room_found_busy_on_its_first_page_goes_on_by_session() -> None:
     ]
     assert read.busy == 344
     assert read.totals is None
-    assert {"lost", "s1-a", "s1-b"} <= set(ids(read.rows))
+    assert {"lost", "s1-a", "s1-b"} <= set(ids(read.events))
+    assert len(ids(read.events)) == len(set(ids(read.events)))  # the first page's, once
 
 
 def test_a_quiet_room_with_sessions_is_still_read_whole() -> None:
     client = FakeClient(small_rooms(1))
     read = RoomEvents(make_run(client)).whole("r0", sessions=["r0-s1"], known_total=None)
     assert client.asked == [{"room_id": "r0", "limit": 100}]
-    assert ids(read.rows) == ["r0-e1", "r0-e2"]
+    assert ids(read.events) == ["r0-e1", "r0-e2"]
 
 
 @pytest.mark.parametrize("requires_type", [False, True], ids=["type-optional", "type-required"])

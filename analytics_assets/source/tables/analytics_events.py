@@ -46,6 +46,7 @@ import dlt
 from dlt.extract import DltResource
 
 from analytics_assets.source.client import EventPage
+from analytics_assets.source.columnar import EventColumns, batched, known_columns
 from analytics_assets.source.cursors import CursorTracker, parse_time
 from analytics_assets.source.errors import ApiHttpError
 from analytics_assets.source.run import Run
@@ -55,7 +56,6 @@ from analytics_assets.source.settings import (
     EVENT_TYPES,
     PAGE_SIZE,
 )
-from analytics_assets.source.shapes import clean_in_place
 
 TOTALS_HINTS = dlt.mark.make_hints(
     table_name=EVENT_TOTALS_TABLE, primary_key="room_id", write_disposition="merge"
@@ -105,7 +105,8 @@ class RoomRead:
     """What reading one room brought."""
 
     room_id: str
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    #: The room's events as the API sent them (turned into tables in batches: `columnar.py`).
+    events: list[dict[str, Any]] = field(default_factory=list)
     #: The room's totals row, when it was read whole or counted.
     totals: dict[str, Any] | None = None
     #: The room's total when it takes more than one page (None: one page is enough).
@@ -119,9 +120,11 @@ def pages_for(total: int) -> int:
 class RoomEvents:
     """How one run reads a room's events: whole, by session, or only counted."""
 
-    def __init__(self, run: Run) -> None:
+    def __init__(self, run: Run, columns: EventColumns | None = None) -> None:
         self.run = run
         self.types = EventTypes()
+        #: How the run's events are handed to dlt (Arrow tables, in batches).
+        self.columns = columns or EventColumns()
 
     def pages(
         self, params: dict[str, Any], *, limit: int = PAGE_SIZE
@@ -146,7 +149,8 @@ class RoomEvents:
             return
 
     def rows(self, params: dict[str, Any]) -> list[dict[str, Any]]:
-        return [row for page in self.pages(params) for row in clean_in_place(page.events)]
+        """The events of one query, as the API sent them."""
+        return [event for page in self.pages(params) for event in page.events]
 
     def by_session(self, room_id: str, sessions: Sequence[str]) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
@@ -161,23 +165,22 @@ class RoomEvents:
         """The room whole, or (given the sessions with activity) by session when that takes
         fewer requests; `known_total` is what the room held last time, if it was busy."""
         if sessions is not None and pages_for(known_total or 0) > len(sessions) + 1:
-            return RoomRead(room_id, self.by_session(room_id, sessions), busy=known_total)
+            return RoomRead(room_id, unique(self.by_session(room_id, sessions)), busy=known_total)
         read = RoomRead(room_id)
         first: EventPage | None = None
         chain = self.pages({"room_id": room_id})
         for page in chain:
-            read.rows.extend(clean_in_place(page.events))
+            read.events.extend(page.events)
             if first is not None:
                 continue
             first = page
             read.busy = page.total if page.total > PAGE_SIZE else None
             if sessions is not None and pages_for(page.total) - 1 > len(sessions) + 1:
                 chain.close()  # cheaper by session from here
-                read.rows += self.by_session(room_id, sessions)
+                read.events = unique(read.events + self.by_session(room_id, sessions))
                 return read
         if first is not None:
-            times = [row["timestamp"] for row in read.rows if row.get("timestamp")]
-            read.totals = self.totals_row(room_id, first, min(times, default=None))
+            read.totals = self.totals_row(room_id, first, oldest(read.events))
         return read
 
     def count(self, room_id: str) -> tuple[str, int, dict[str, Any]]:
@@ -202,18 +205,40 @@ class RoomEvents:
         }
 
 
-def emit(reads: Iterator[RoomRead], busy: dict[str, int]) -> Iterator[Any]:
-    """The rows of each read as it completes, then the totals of all of them at once."""
-    totals = []
-    for read in reads:
-        if read.busy is None:
-            busy.pop(read.room_id, None)
-        else:
-            busy[read.room_id] = read.busy
-        if read.rows:
-            yield read.rows
-        if read.totals is not None:
-            totals.append(read.totals)
+def unique(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each event once: a room read by session, and whole, can see one twice (its sessions'
+    queries and its errors' overlap), and the table only inserts rows it lacks."""
+    seen: set[Any] = set()
+    kept = []
+    for event in events:
+        if event.get("id") not in seen:
+            seen.add(event.get("id"))
+            kept.append(event)
+    return kept
+
+
+def oldest(events: list[dict[str, Any]]) -> datetime | None:
+    """The time of the oldest event (the API sends 0 to 9 fraction digits: compared as times)."""
+    times = [parse_time(e["timestamp"]) for e in events if isinstance(e.get("timestamp"), str)]
+    return min(times, default=None)
+
+
+def emit(reads: Iterator[RoomRead], busy: dict[str, int], columns: EventColumns) -> Iterator[Any]:
+    """The events of the reads as they complete, in Arrow tables of about `BATCH_ROWS` rows
+    (`columnar.py`), then the totals of all of them at once."""
+    totals: list[dict[str, Any]] = []
+
+    def events() -> Iterator[list[dict[str, Any]]]:
+        for read in reads:
+            if read.busy is None:
+                busy.pop(read.room_id, None)
+            else:
+                busy[read.room_id] = read.busy
+            if read.totals is not None:
+                totals.append(read.totals)
+            yield read.events
+
+    yield from batched(events(), columns)
     yield from totals_item(totals)
 
 
@@ -255,7 +280,7 @@ def first_load(events: RoomEvents, track: CursorTracker, state: dict[str, Any]) 
     run = events.run
     ended: dict[str, list[str]] = {}
     busy: dict[str, int] = {}
-    yield from emit(run.fan_out(events.whole, every_room(run, track, ended)), busy)
+    yield from emit(run.fan_out(events.whole, every_room(run, track, ended)), busy, events.columns)
     now = run.now() or datetime.now(UTC)
     state["recent"] = within_lookback(ended, now, run.settings.lookback)
     state["busy"] = busy
@@ -299,7 +324,7 @@ def refresh(events: RoomEvents, track: CursorTracker, state: dict[str, Any]) -> 
         room_id, sessions = item
         return events.whole(room_id, sessions, busy.get(room_id))
 
-    yield from emit(run.fan_out(read, list(targets.items())), busy)
+    yield from emit(run.fan_out(read, list(targets.items())), busy, events.columns)
     state["recent"] = recent
     state["busy"] = busy
     state["last_run_at"] = (run.now() or datetime.now(UTC)).isoformat()
@@ -326,15 +351,21 @@ def reconcile(events: RoomEvents) -> Iterator[Any]:
         else:
             complete.append(row)
     yield from totals_item(complete)
-    yield from emit(run.fan_out(events.whole, short), {})
+    yield from emit(run.fan_out(events.whole, short), {}, events.columns)
 
 
 def analytics_events_resource(run: Run) -> DltResource:
     @dlt.resource(
-        name="analytics_events", primary_key="id", write_disposition="merge", parallelized=True
+        name="analytics_events",
+        primary_key="id",
+        # An event never changes once listed: rows whose id is already there are left as they
+        # are (about half the work of deleting and inserting them again, measured).
+        write_disposition={"disposition": "merge", "strategy": "insert-only"},
+        parallelized=True,
     )
     def analytics_events() -> Iterator[Any]:
-        events = RoomEvents(run)
+        schema = dlt.current.source_schema()
+        events = RoomEvents(run, EventColumns(known_columns(schema.tables, "analytics_events")))
         state = run.state("analytics_events")
         if run.settings.sweep:
             yield from reconcile(events)
