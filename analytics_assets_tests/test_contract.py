@@ -4,7 +4,7 @@ into `data/api_examples/` so that every clone carries them).
 A stub serves each sample file as it is, as the first page of its endpoint; the page after it
 is empty (the events samples' own `next` tokens chain them: error -> track -> recording). The
 source loads them, and every field of every sample must arrive in its table: the column
-present, the value equal. What the README says is reshaped is the only difference allowed:
+present, the value equal. What docs/readings.md says is reshaped is the only difference allowed:
 
 - names are snake_cased (`customerId` -> `customer_id`), nested objects flattened with `__`
   (`data.room_id` -> `data__room_id`), lists become child tables `<table>__<field>`;

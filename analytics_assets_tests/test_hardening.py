@@ -11,11 +11,12 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
 
-from analytics_assets.simulator import ApiSimulator, FaultPlan, Reading, World
+from analytics_assets.simulator import LENIENT, STRICT, ApiSimulator, FaultPlan, Reading, World
 from analytics_assets.simulator.expected import compare
 from analytics_assets.simulator.server import BAD_JSON, DROP, HTML_200, SLOW
 from analytics_assets.simulator.world import EVENT_RETENTION
@@ -297,18 +298,34 @@ def _kill_run(
     return stage
 
 
-#: Where to kill: mid-extract (after some requests), while normalizing, while loading.
-KILL_POINTS = [
-    ("requests:30", 0.0, "extract"),
-    ("requests:80", 0.0, "extract"),
-    ("normalize", 0.0, "normalize"),
-    ("load", 0.0, "load"),
-    ("load", 0.03, None),
+#: Where to kill: mid-extract (after some requests), while normalizing, while loading, and a
+#: moment into the load (committing); each under one reading, the two readings taking turns so
+#: that each stage is killed under both across the full load and the refresh.
+KILL_FULL_LOAD = [
+    (LENIENT, "requests:30", 0.0, "extract"),
+    (STRICT, "requests:80", 0.0, "extract"),
+    (STRICT, "normalize", 0.0, "normalize"),
+    (LENIENT, "load", 0.0, "load"),
+    (STRICT, "load", 0.03, None),
+]
+KILL_REFRESH = [
+    (LENIENT, "requests:15", 0.0, "extract"),
+    (LENIENT, "normalize", 0.0, "normalize"),
+    (STRICT, "load", 0.0, "load"),
+    (LENIENT, "load", 0.03, None),
 ]
 
 
-@BOTH_READINGS
-@pytest.mark.parametrize(("when", "after", "stage"), KILL_POINTS)
+def _kills(points: list[tuple[Reading, str, float, str | None]]) -> Any:
+    return pytest.mark.parametrize(
+        ("reading", "when", "after", "stage"),
+        points,
+        ids=[f"{r.name}-{w}-{a}" for r, w, a, _ in points],
+        indirect=["reading"],
+    )
+
+
+@_kills(KILL_FULL_LOAD)
 def test_killed_full_load_then_rerun_is_exact(
     zygote: subprocess.Popen[str],
     api: ApiSimulator,
@@ -326,8 +343,7 @@ def test_killed_full_load_then_rerun_is_exact(
 
 
 @pytest.mark.slow
-@BOTH_READINGS
-@pytest.mark.parametrize(("when", "after", "stage"), KILL_POINTS[1:])
+@_kills(KILL_REFRESH)
 def test_killed_refresh_then_rerun_is_exact_and_state_did_not_run_ahead(
     zygote: subprocess.Popen[str],
     api: ApiSimulator,
@@ -343,7 +359,6 @@ def test_killed_refresh_then_rerun_is_exact_and_state_did_not_run_ahead(
     with api.moving():
         world.advance(activity=0.08)
     api.latency = 0.002
-    when = "requests:15" if when.startswith("requests") else when
     killed_in = _kill_run(zygote, api, "activity_refresh", when=when, after=after)
     assert stage is None or killed_in == stage
     # The same job again: its own cursors did not move past what it never loaded. Every table

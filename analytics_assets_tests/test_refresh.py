@@ -314,23 +314,23 @@ def test_rooms_disabled_and_renamed_later_show_after_the_daily_sweep(
 def test_two_days_of_the_projects_jobs_leave_every_table_exact(
     api: ApiSimulator, world: World, warehouse: Path, reading: Reading, full_load: FullLoad
 ) -> None:
-    """Two simulated days of the project's jobs (a run of the activity job every 4 hours, the
+    """Two simulated days of the project's jobs (a run of the activity job every 6 hours, the
     daily sweep each night, the live peers at the end): rooms renamed and disabled, errors
     without sessions, late uploads, and a window in which the API answers 429, along the way."""
     first_clock = world.clock
     instance = dg.DagsterInstance.ephemeral()
-    for step in range(12):  # 48 hours
+    for step in range(8):  # 48 hours
         with api.moving():
             world.advance(
-                activity=0.03,
-                hours=4,
-                renamed=1 if step % 6 == 1 else 0,
-                disabled=1 if step % 6 == 2 else 0,
+                activity=0.04,
+                hours=6,
+                renamed=1 if step % 4 == 1 else 0,
+                disabled=1 if step % 4 == 2 else 0,
             )
         if step == 3:
             api.faults = FaultPlan(scripted={"/v2/sessions": [429]}, retry_after=1)
         run_job("activity_refresh", instance=instance)
-        if step % 6 == 4:  # 03:17 comes round
+        if step % 4 == 2:  # 03:17 comes round
             run_job("daily_sweep", instance=instance)
     run_job("daily_sweep", instance=instance)
     run_job("live_peers_refresh", instance=instance)

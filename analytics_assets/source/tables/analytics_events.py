@@ -292,7 +292,7 @@ def refresh_targets(
 ) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
     """Room -> its sessions to read, and the sessions ended within the lookback (kept in the
     state). The lookback is measured from the previous run, not this one: an event listed just
-    before it closes, after the previous run, is read now (the README's guarantee)."""
+    before it closes, after the previous run, is read now (docs/readings.md, the guarantee)."""
     previous = track.previous
     assert previous is not None
     margin = run.settings.margin
