@@ -136,8 +136,9 @@ def test_refresh_jobs_at_once_on_two_celery_workers(
     logs.mkdir()
     # A fresh Dagster database is set up once (`dagster instance migrate`), before the
     # machines that share it start: two workers creating its tables at once would collide.
-    # So is the warehouse's pool, as docs/deployment.md says: runs that make it at the same time on a
-    # new Postgres instance collide (dagster issue 33552, UniqueViolation on concurrency_limits).
+    # So is the warehouse's pool, as docs/deployment.md says: runs that make it at the same time
+    # on a new Postgres instance collide (dagster issue 33552, UniqueViolation on
+    # concurrency_limits).
     for setup in (["migrate"], ["concurrency", "set", WAREHOUSE_POOL, "3"]):
         command = [str(BIN / "dagster"), "instance", *setup]
         subprocess.run(command, env=env, cwd=REPO, check=True, capture_output=True, timeout=120)
