@@ -6,6 +6,7 @@ SCALE ?= 300
 READING ?= lenient
 PORT ?= 3000
 WORKERS ?= auto
+SDK := analytics_assets_tests/vendor_sdk
 
 .PHONY: help load test test-fast check lint types validate dev simulator benchmark benchmark-refresh benchmark-speed clean
 
@@ -18,10 +19,15 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
+# The vendor's Node SDK, for test_vendor_sdk.py (skipped, saying so, where npm is missing).
+$(SDK)/node_modules/.package-lock.json: $(SDK)/package-lock.json
+	@if command -v npm >/dev/null; then npm ci --prefix $(SDK) --no-audit --no-fund --loglevel=error; \
+	else echo "npm not found: the vendor SDK test will be skipped (Debian: nodejs npm)"; fi
+
 load: $(BIN)/.installed  ## full load from the local API simulator into data/simulated.duckdb
 	$(BIN)/python -m analytics_assets.run_simulated --scale $(SCALE) --reading $(READING)
 
-test: $(BIN)/.installed  ## the whole offline test suite, on every core (WORKERS=auto)
+test: $(BIN)/.installed $(SDK)/node_modules/.package-lock.json  ## the whole offline test suite, on every core (WORKERS=auto)
 	$(BIN)/pytest -n $(WORKERS) --dist load --maxschedchunk 1
 
 test-fast: $(BIN)/.installed  ## the unit tier only: pure logic, no server, no run (seconds)
