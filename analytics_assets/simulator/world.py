@@ -459,6 +459,10 @@ class World:
                 "user_id": f"user-{rng.randint(1, 5000)}",
                 "joined_at": iso(joined),
             }
+            if self.extras.random() < 0.05:  # names are free text, some look like dates
+                peer["name"] = (
+                    f"2024-{self.extras.randint(1, 12):02d}-{self.extras.randint(1, 28):02d}"
+                )
             if not live:
                 peer["left_at"] = iso(joined + duration - timedelta(seconds=rng.randint(0, 60)))
             peers[pid] = peer

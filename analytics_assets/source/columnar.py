@@ -14,8 +14,11 @@ The rows are the ones dlt makes of the dicts, by the same documented rules:
 
 - nested objects flattened with `__` into snake_cased names (`data.roomId` -> `data__room_id`,
   dlt's naming convention); an empty object leaves no column; a null is NULL;
-- timestamps (ISO 8601, 0 to 9 fraction digits) as timestamps to the microsecond, the Go zero
-  time as NULL; secrets dropped and masked as `shapes.py` does;
+- timestamps (ISO 8601 with a zone, 0 to 9 fraction digits) as timestamps to the microsecond,
+  the Go zero time as NULL; any other text stays text: Arrow's reader would take `2024-01-01`
+  or a zone-less `2024-01-01 10:00:00` for a time, so a field it reads as one is read again as
+  text (and remembered for the run's later batches); secrets dropped and masked as `shapes.py`
+  does;
 - an event that carries a list (an error's `devices`, a recording's `rtmp`) keeps the dict
   path, so that its lists become child tables as everywhere else;
 - a batch Arrow cannot type as one table (a field that is a number in one event and a string
@@ -28,8 +31,7 @@ from __future__ import annotations
 import io
 import re
 import threading
-from collections.abc import Iterator, Mapping
-from datetime import datetime
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, TypeAlias
 
 import orjson
@@ -47,7 +49,6 @@ _NANOS = r"(\.\d{6})\d+"
 _TIMESTAMP_TYPE = pa.timestamp("us", tz="UTC")
 #: The Go zero time: "not set".
 _ZERO_TIME = "0001-01-01T00:00:00"
-_SET_SINCE = pa.scalar(datetime.fromisoformat("0002-01-01T00:00:00+00:00"), _TIMESTAMP_TYPE)
 #: Arrow types as the dlt data types they load as.
 _DLT_TYPES = {
     pa.string(): "text",
@@ -56,7 +57,6 @@ _DLT_TYPES = {
     pa.bool_(): "bool",
     _TIMESTAMP_TYPE: "timestamp",
 }
-_PARSE = pa_json.ParseOptions(newlines_in_values=False)
 
 Item: TypeAlias = pa.Table | list[dict[str, Any]]
 #: The events' primary key.
@@ -80,6 +80,8 @@ class EventColumns:
         self._timestamps: dict[str, bool] = {}
         self._lock = threading.Lock()
         self._known: dict[str, str] = dict(known or {})
+        #: Key paths Arrow's reader took for times: read as text from then on.
+        self._as_text: set[tuple[str, ...]] = set()
 
     def items(self, events: list[dict[str, Any]]) -> list[Item]:
         """What dlt is given for these events: an Arrow table of the flat ones, the others
@@ -99,11 +101,17 @@ class EventColumns:
     def _read(self, events: list[dict[str, Any]]) -> tuple[pa.Table | None, list[int]]:
         """The flat events as a table, and the positions of those that carry a list."""
         lines = b"\n".join(map(orjson.dumps, events))
-        options = pa_json.ReadOptions(use_threads=False, block_size=max(len(lines), 1 << 16) + 1)
-        try:
-            read = pa_json.read_json(io.BytesIO(lines), options, _PARSE)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            raise NotColumnar("the events do not make one table") from exc
+        with self._lock:
+            as_text = frozenset(self._as_text)
+        read = _parse(lines, as_text)
+        times = _time_paths(read.schema)
+        if times:  # Arrow's idea of a time, not the API's: read those fields as text
+            with self._lock:
+                self._as_text |= times
+                as_text = frozenset(self._as_text)
+            read = _parse(lines, as_text)
+            if _time_paths(read.schema):
+                raise NotColumnar("a field Arrow reads as a time")
         columns, nested = self._columns(read)
         positions = pc.indices_nonzero(nested).to_pylist() if nested is not None else []
         if positions:
@@ -155,8 +163,6 @@ class EventColumns:
         for name, array in columns.items():
             if pa.types.is_string(array.type):
                 array = self._strings(name, array)
-            elif pa.types.is_timestamp(array.type):  # Arrow read `...:00Z` as a time itself
-                array = _unset_as_null(array.cast(_TIMESTAMP_TYPE))
             arrays[name] = self._as_known(name, array)
         with self._lock:
             for name, array in arrays.items():
@@ -195,9 +201,51 @@ class EventColumns:
         raise NotColumnar(name)
 
 
-def _unset_as_null(times: pa.Array) -> pa.Array:
-    """The zero time (year 1) as NULL."""
-    return pc.if_else(pc.less(times, _SET_SINCE), pa.scalar(None, _TIMESTAMP_TYPE), times)
+def _parse(lines: bytes, as_text: frozenset[tuple[str, ...]]) -> pa.Table:
+    """JSON lines as one table, the fields at `as_text` as text, the others as Arrow infers."""
+    options = pa_json.ReadOptions(use_threads=False, block_size=max(len(lines), 1 << 16) + 1)
+    parse = pa_json.ParseOptions(
+        newlines_in_values=False,
+        explicit_schema=_text_schema(as_text),
+        unexpected_field_behavior="infer",
+    )
+    try:
+        return pa_json.read_json(io.BytesIO(lines), options, parse)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise NotColumnar("the events do not make one table") from exc
+
+
+def _time_paths(fields: Iterable[pa.Field], prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    """The key paths of the fields Arrow typed as times, at any depth (not inside lists: events
+    with lists keep the dict path)."""
+    found: set[tuple[str, ...]] = set()
+    for field in fields:
+        if pa.types.is_timestamp(field.type) or pa.types.is_date(field.type):
+            found.add((*prefix, field.name))
+        elif pa.types.is_struct(field.type):
+            found |= _time_paths(field.type, (*prefix, field.name))
+    return found
+
+
+def _text_schema(paths: frozenset[tuple[str, ...]]) -> pa.Schema | None:
+    """A schema that types the fields at these key paths as text (their parents as objects)."""
+    tree: dict[str, Any] = {}
+    for path in sorted(paths):
+        node = tree
+        for key in path[:-1]:
+            child = node.setdefault(key, {})
+            if child is None:
+                raise NotColumnar(".".join(path))  # a time in one batch, an object in another
+            node = child
+        node.setdefault(path[-1], None)
+
+    def fields(node: dict[str, Any]) -> list[pa.Field]:
+        return [
+            pa.field(key, pa.string() if child is None else pa.struct(fields(child)))
+            for key, child in node.items()
+        ]
+
+    return pa.schema(fields(tree)) if tree else None
 
 
 def known_columns(schema_tables: Mapping[str, Any], table: str) -> dict[str, str]:

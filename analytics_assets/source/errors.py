@@ -45,11 +45,6 @@ class ApiHttpError(AnalyticsApiError):
         message, details = error_body(response)
         return cls(endpoint_of(response.request), response.status_code, message, details)
 
-    def mentions(self, word: str) -> bool:
-        """Whether the API's message or details speak of `word` (e.g. a parameter)."""
-        text = " ".join([self.api_message, *self.details]).lower()
-        return word.lower() in text.replace(",", " ").replace(":", " ").split()
-
 
 def error_body(response: Response) -> tuple[str, list[str]]:
     """The API's `message` and `details` (strings), or the reason phrase when the body is not

@@ -57,8 +57,10 @@ class FakeClient:
         requires_type: bool = False,
         refusal: ApiHttpError | None = None,
         delay: float = 0.0,
+        message: str = "type is required",
     ) -> None:
         self.events = events
+        self.message = message
         self.workers = workers
         self.requires_type = requires_type
         self.refusal = refusal
@@ -81,7 +83,7 @@ class FakeClient:
         if self.refusal is not None:
             raise self.refusal
         if self.requires_type and "type" not in params:
-            raise ApiHttpError(EVENTS_ENDPOINT, 400, "type is required", ["type is required"])
+            raise ApiHttpError(EVENTS_ENDPOINT, 400, self.message, [self.message])
         found = [
             e
             for e in self.events.get(params["room_id"], [])
@@ -175,7 +177,18 @@ def test_quirk_type_required_is_learnt_with_one_refused_request_when_threads_sta
     assert all(asked["type"] == list(EVENT_TYPES) for asked in typed)
 
 
-def test_a_400_about_something_else_is_raised_not_learnt() -> None:
+def test_quirk_type_required_is_learnt_from_the_behaviour_whatever_the_message_says() -> None:
+    go_validator = (
+        "Key: 'Query.Type' Error:Field validation for 'Type' failed on the 'required' tag"
+    )
+    client = FakeClient(small_rooms(), requires_type=True, message=go_validator)
+    events = RoomEvents(make_run(client))
+    assert ids(events.rows({"room_id": "r0"})) == ["r0-e1", "r0-e2"]
+    assert events.types.explicit
+    assert [("type" in asked) for asked in client.asked] == [False, True]
+
+
+def test_a_400_that_naming_the_types_does_not_cure_is_raised_as_the_api_said_it() -> None:
     refusal = ApiHttpError(EVENTS_ENDPOINT, 400, "room_id is invalid", ["room_id is invalid"])
     client = FakeClient(small_rooms(), refusal=refusal)
     events = RoomEvents(make_run(client))
@@ -183,6 +196,19 @@ def test_a_400_about_something_else_is_raised_not_learnt() -> None:
         events.rows({"room_id": "r0"})
     assert raised.value is refusal
     assert not events.types.explicit
+    assert client.asked == [
+        {"room_id": "r0", "limit": 100},
+        {"room_id": "r0", "type": list(EVENT_TYPES), "limit": 100},
+    ]
+
+
+def test_an_error_other_than_400_is_raised_without_another_try() -> None:
+    refusal = ApiHttpError(EVENTS_ENDPOINT, 403, "Room is disabled", ["room is disabled"])
+    client = FakeClient(small_rooms(), refusal=refusal)
+    events = RoomEvents(make_run(client))
+    with pytest.raises(ApiHttpError) as raised:
+        events.rows({"room_id": "r0"})
+    assert raised.value is refusal
     assert client.asked == [{"room_id": "r0", "limit": 100}]
 
 

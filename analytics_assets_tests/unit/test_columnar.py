@@ -63,6 +63,28 @@ def test_quirk_timestamps_keep_the_microsecond_and_the_zero_time_is_null() -> No
     ]
 
 
+def test_text_that_arrow_would_read_as_a_time_stays_text_as_on_the_dict_path() -> None:
+    """Arrow's JSON reader takes `2024-01-01` or a zone-less `2024-01-01 10:00:00` for a time;
+    only the API's ISO 8601 with a zone is one (a peer may well be named after a date)."""
+    rows = [
+        event(1, peerName="2024-01-01", note="2024-01-01 10:00:00", at="2024-07-17T11:06:00Z"),
+        event(2, peerName="2024-01-02", note="2024-01-02 10:00:00", at="2024-07-17T11:07:00Z"),
+    ]
+    columns = EventColumns()
+    table = only_table(columns.items(copy.deepcopy(rows)))
+    assert table.column("data__peer_name").to_pylist() == ["2024-01-01", "2024-01-02"]
+    assert table.column("data__note").to_pylist() == ["2024-01-01 10:00:00", "2024-01-02 10:00:00"]
+    assert table.column("data__at").to_pylist() == [
+        datetime(2024, 7, 17, 11, 6, tzinfo=UTC),
+        datetime(2024, 7, 17, 11, 7, tzinfo=UTC),
+    ]
+    later = only_table(columns.items([event(3, peerName="2024-01-03")]))
+    assert later.column("data__peer_name").to_pylist() == ["2024-01-03"]
+    # The dict path keeps the same text (shapes.clean parses only times with a zone).
+    (dicts,) = EventColumns().items([event(4, peerName="2024-01-04", code=1), event(5, code="x")])
+    assert isinstance(dicts, list) and dicts[0]["data"]["peerName"] == "2024-01-04"
+
+
 def test_quirk_secrets_never_reach_the_table() -> None:
     rows = [
         event(1, credentials={"key": "AKIA1", "secret": "s1"}, apiKey="k", stream="rtmp://h/a/sk1"),

@@ -4,9 +4,10 @@ What the reference says of events, and what this table does about each:
 
 - `room_id` is required. The current docs make `type` optional, defaulting to every supported
   type, and new types are added over time: a request that names its types never sees the ones
-  it does not name. So requests name no type, unless the API answers 400 because `type` is
-  missing (the track and recording pages still mark it required): then, for the rest of the
-  run, they name every documented type (`EventTypes`).
+  it does not name. So requests name no type, unless the API refuses that with a 400 and
+  accepts the same request naming every documented type (the track and recording pages still
+  mark `type` required): then, for the rest of the run, requests name them (`EventTypes`). The
+  behaviour decides, not the wording of the API's message.
 - There is no time filter. A room's events come back whole, a page of 100 at a time, and the
   first page's `total` counts them.
 - Error events may carry no `session_id` (a peer that never reached a session), and a filter on
@@ -35,6 +36,7 @@ Every whole-room read and every reconciliation request records the room's `total
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -57,6 +59,8 @@ from analytics_assets.source.settings import (
     PAGE_SIZE,
 )
 
+logger = logging.getLogger(__name__)
+
 TOTALS_HINTS = dlt.mark.make_hints(
     table_name=EVENT_TOTALS_TABLE, primary_key="room_id", write_disposition="merge"
 )
@@ -65,7 +69,8 @@ TOTALS_HINTS = dlt.mark.make_hints(
 class EventTypes:
     """Whether this run's event requests name their types. The first request of the run names
     none and decides for every worker (they wait for it): accepted, no request names types; a
-    400 about `type`, every request names the documented types from then on."""
+    400 that the same request naming the documented types does not get, every request names
+    them from then on."""
 
     def __init__(self) -> None:
         self.explicit = False
@@ -73,7 +78,11 @@ class EventTypes:
         self._deciding = threading.Lock()
 
     def params(self) -> dict[str, Any]:
-        return {"type": list(EVENT_TYPES)} if self.explicit else {}
+        return self.documented() if self.explicit else {}
+
+    @staticmethod
+    def documented() -> dict[str, Any]:
+        return {"type": list(EVENT_TYPES)}
 
     def error_params(self) -> dict[str, Any]:
         """The error events, by the documented error types (errors of a type added upstream
@@ -92,12 +101,20 @@ class EventTypes:
             if not decided:
                 self._decided.set()
 
-    def learn(self, error: ApiHttpError) -> bool:
-        """Whether the error says `type` is required (then requests name the types)."""
-        if self.explicit or error.status != 400 or not error.mentions("type"):
-            return False
-        self.explicit = True
-        return True
+    def may_be_required(self, refusal: ApiHttpError) -> bool:
+        """Whether a refusal of a request naming no types is worth one more try naming them."""
+        return not self.explicit and refusal.status == 400
+
+    def require(self, refusal: ApiHttpError) -> None:
+        """The API refused events without `type` and served them with it."""
+        if not self.explicit:
+            self.explicit = True
+            logger.warning(
+                "%s; the same request naming the documented event types was answered, so this "
+                "run names them (event types added upstream load only while the API serves "
+                "events without `type`)",
+                refusal,
+            )
 
 
 @dataclass
@@ -134,19 +151,31 @@ class RoomEvents:
         if "type" in params:
             yield from self.run.client.event_pages(params, limit=limit)
             return
-        while True:
-            with self.types.deciding():
-                chain = self.run.client.event_pages({**params, **self.types.params()}, limit=limit)
-                try:
-                    first = next(chain, None)
-                except ApiHttpError as error:
-                    if not self.types.learn(error):
-                        raise
-                    continue
-            if first is not None:
-                yield first
-                yield from chain
-            return
+        with self.types.deciding():
+            chain, first = self._first_page(params, limit)
+        if first is not None:
+            yield first
+            yield from chain
+
+    def _first_page(
+        self, params: dict[str, Any], limit: int
+    ) -> tuple[Iterator[EventPage], EventPage | None]:
+        """A query's chain of pages and its first page. A 400 to a query naming no types is
+        tried once more naming the documented ones: if that is answered, the API requires
+        `type` and the run names types from then on; if not, the first refusal is raised."""
+        chain = self.run.client.event_pages({**params, **self.types.params()}, limit=limit)
+        try:
+            return chain, next(chain, None)
+        except ApiHttpError as refusal:
+            if not self.types.may_be_required(refusal):
+                raise
+            typed = self.run.client.event_pages({**params, **self.types.documented()}, limit=limit)
+            try:
+                first = next(typed, None)
+            except ApiHttpError:
+                raise refusal from None
+            self.types.require(refusal)
+            return typed, first
 
     def rows(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         """The events of one query, as the API sent them."""
