@@ -240,11 +240,11 @@ def _string(value: str) -> Any:
 
 
 def _rtmp(value: str) -> str:
-    """An RTMP URL as stored: no stream key (its path)."""
-    match = re.match(r"(?i)(rtmps?://[^/\s]+)(/.*)?$", value, re.DOTALL)
-    if match is None or match.group(2) in (None, "/"):
+    """An RTMP URL as stored: its scheme and host only (no user, no stream key in its path)."""
+    match = re.match(r"(?i)(rtmps?://)([^@/\s]*@)?([^/\s?#]+)(.*)$", value, re.DOTALL)
+    if match is None or (match.group(2) is None and match.group(4) in ("", "/")):
         return value
-    return f"{match.group(1)}/***"
+    return f"{match.group(1)}{match.group(3)}/***"
 
 
 def _scalar(value: Any) -> Any:

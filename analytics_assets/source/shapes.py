@@ -7,10 +7,11 @@
   `recording.upload.credentials`). Every field whose name says it holds a secret (`SECRET_FIELD`:
   credentials, secret, password, private, API or stream key, access token, authorization) is
   removed with its whole value, at any depth; the rest of the object loads. Values that carry a
-  secret inside keep only what is not secret (`mask_secret_in_url`): an RTMP URL's path, where
-  streaming services put the stream key, and the password of a `scheme://user:password@host`
-  URL. Nothing downstream (dlt's files, staging tables, state, logs, Dagster metadata) ever
-  holds one.
+  secret inside keep only what is not secret (`mask_secret_in_url`, every URL in the value): an
+  RTMP URL loses its path, where streaming services put the stream key, and any user; other
+  URLs lose their password and the values of query parameters named like a secret (presigned
+  `X-Amz-Signature`, `token`). Nothing downstream (dlt's files, staging tables, state, logs,
+  Dagster metadata) ever holds one.
 - Timestamps become `datetime`s as pages arrive (dlt would detect and parse each again when it
   normalizes, after every request has ended and more slowly); the Go zero time
   `0001-01-01T00:00:00Z`, which the API sends where nothing is set, becomes None (NULL).
@@ -22,16 +23,20 @@ import re
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 #: Field names that hold a secret, removed with their value wherever they appear.
 SECRET_FIELD = re.compile(
     r"(?i)(credential|secret|password|passwd|private.?key|api.?key|stream.?key|access.?token"
     r"|authorization)"
 )
-#: `rtmp://host/app/<stream key>`: everything after the host is masked.
-_RTMP = re.compile(r"(?i)^(rtmps?://[^/\s]+)(/.*)?$", re.DOTALL)
-#: `scheme://user:password@host...`: the password is masked.
-_URL_PASSWORD = re.compile(r"(?i)^([a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s/]+(@)")
+#: A URL, alone or inside text.
+_URL = re.compile(r"(?i)\b[a-z][a-z0-9+.-]*://[^\s\"'<>]+")
+#: Query parameters (and fragment keys) whose value is a secret: tokens, signatures (presigned
+#: `X-Amz-Signature`, `X-Amz-Credential`, `sig`), keys.
+_SECRET_PARAM = re.compile(
+    r"(?i)(token|signature|^sig$|credential|secret|password|passwd|key|auth)"
+)
 #: The Go zero time: "not set".
 ZERO_TIME_PREFIX = "0001-01-01T00:00:00"
 #: An ISO 8601 date-time as the API writes them: `2024-07-17T11:05:59.736511342Z`.
@@ -137,11 +142,42 @@ def _clean_str(value: str) -> Any:
 
 
 def mask_secret_in_url(value: str) -> str:
-    """An RTMP URL without its path (the stream key), a URL without its password."""
-    rtmp = _RTMP.match(value)
-    if rtmp:
-        return f"{rtmp.group(1)}/***" if rtmp.group(2) and rtmp.group(2) != "/" else value
-    return _URL_PASSWORD.sub(r"\1***\2", value)
+    """Every URL in the value without its secrets: an RTMP URL keeps only its scheme and host
+    (the stream key is its path); any other loses its user and password, and the values of
+    query parameters named like a secret (`?token=`, `X-Amz-Signature=`)."""
+    return _URL.sub(_masked_url, value)
+
+
+def _masked_url(match: re.Match[str]) -> str:
+    url = match.group(0)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (a port that is not a number raises here)
+    except ValueError:
+        return url.split("://", 1)[0] + "://***"
+    userinfo, _, host = parts.netloc.rpartition("@")
+    if parts.scheme.lower() in ("rtmp", "rtmps"):
+        rest = parts.path not in ("", "/") or parts.query or parts.fragment or userinfo
+        return f"{url[: url.index('://')]}://{host}/***" if rest else url
+    if userinfo:
+        user, has_password, _ = userinfo.partition(":")
+        host = f"{user}:***@{host}" if has_password else f"{userinfo}@{host}"
+    query = _masked_params(parts.query)
+    fragment = _masked_params(parts.fragment) if "=" in parts.fragment else parts.fragment
+    if (host, query, fragment) == (parts.netloc, parts.query, parts.fragment):
+        return url  # nothing secret: the value as it came
+    return urlunsplit((parts.scheme, host, parts.path, query, fragment))
+
+
+def _masked_params(query: str) -> str:
+    if not query:
+        return query
+    pairs = query.split("&")
+    for i, pair in enumerate(pairs):
+        name, has_value, inner = pair.partition("=")
+        if has_value and inner and _SECRET_PARAM.search(unquote(name)):
+            pairs[i] = f"{name}=***"
+    return "&".join(pairs)
 
 
 def _is_timestamp(value: str) -> bool:

@@ -321,6 +321,31 @@ def test_is_set_tells_a_set_time_from_none_empty_and_the_zero_time(
         ("rtmp://example.com:443/", "rtmp://example.com:443/"),
         ("https://loader:s3cr3t@db.example.com:5432/x", "https://loader:***@db.example.com:5432/x"),
         ("https://hooks.example.invalid/path?x=1", "https://hooks.example.invalid/path?x=1"),
+        # a user and password in an RTMP URL go with its path
+        ("rtmp://user:pw-1@live.example.com/app/sk-1", "rtmp://live.example.com/***"),
+        ("rtmps://user:pw-1@live.example.com", "rtmps://live.example.com/***"),
+        ("RTMP://live.example.com/app?key=sk-1", "RTMP://live.example.com/***"),
+        # presigned and token URLs keep their path, not their signature
+        (
+            "https://b.s3.amazonaws.com/r.mp4?X-Amz-Credential=AKIA1%2F2024&X-Amz-Date=20240717"
+            "&X-Amz-Signature=abc123",
+            "https://b.s3.amazonaws.com/r.mp4?X-Amz-Credential=***&X-Amz-Date=20240717"
+            "&X-Amz-Signature=***",
+        ),
+        (
+            "https://cdn.example.com/v.m3u8?token=t-1&sig=s-1",
+            "https://cdn.example.com/v.m3u8?token=***&sig=***",
+        ),
+        (
+            "https://app.example.com/cb#access_token=t-1&state=x",
+            "https://app.example.com/cb#access_token=***&state=x",
+        ),
+        # inside text, every URL is masked and the text kept
+        (
+            "upload to rtmp://live.example.com/app/sk-1 failed, see https://u:pw@h.example.com/",
+            "upload to rtmp://live.example.com/*** failed, see https://u:***@h.example.com/",
+        ),
+        ("https://h.example.com:port/x", "https://***"),
     ],
 )
 def test_quirk_secrets_inside_urls_are_masked_and_the_rest_kept(value: str, expected: str) -> None:
