@@ -138,7 +138,7 @@ class AnalyticsApiClient:
         workers: int,
     ) -> None:
         self.clock = ApiClock()
-        session = RetryingSession(policy, on_date=self.clock.observe)
+        session = RetryingSession(policy, on_date=self.clock.observe, token_auth=auth)
         adapter = HTTPAdapter(pool_maxsize=max(10, workers * 2))
         session.mount("http://", adapter)
         session.mount("https://", adapter)

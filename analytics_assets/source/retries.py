@@ -26,6 +26,7 @@ from typing import Any
 
 import requests
 from requests import PreparedRequest, Response
+from requests.auth import AuthBase
 from requests.exceptions import ChunkedEncodingError, ContentDecodingError
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, retry_if_result
 
@@ -219,7 +220,12 @@ class RetryingSession(requests.Session):
     """A requests session for the API: every request, body read included, under the retry
     policy and the shared 429 gate; an error status after the retries raises `ApiHttpError`
     with the API's message and details; every answer's `Date` is told to `on_date` (the API's
-    own clock)."""
+    own clock).
+
+    Given the run's `token_auth`, every attempt carries the token current when it is sent (a
+    retry after long 429 waits must not send one that expired meanwhile), and a 401 is tried
+    once more with a freshly minted token, as the vendor's SDK does (`renew()`, when the auth
+    mints its tokens)."""
 
     def __init__(
         self,
@@ -227,10 +233,12 @@ class RetryingSession(requests.Session):
         *,
         gate: RateGate | None = None,
         on_date: Callable[[str | None], None] | None = None,
+        token_auth: AuthBase | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         super().__init__()
+        self.token_auth = token_auth
         self.policy = policy
         self.gate = gate or RateGate(monotonic=monotonic, sleep=sleep)
         self.on_date = on_date
@@ -252,11 +260,20 @@ class RetryingSession(requests.Session):
             sleep=self.sleep,
         )
         response: Response = retrying(self._attempt, request, **kwargs)
+        if response.status_code == 401 and self._renew_token():
+            response = retrying(self._attempt, request, **kwargs)
         if response.status_code >= 400:
             raise ApiHttpError.from_response(response)
         return response
 
+    def _renew_token(self) -> bool:
+        """Whether a fresh token was asked for (only an auth that mints one can)."""
+        renew: Callable[[], bool] | None = getattr(self.token_auth, "renew", None)
+        return renew is not None and renew()
+
     def _attempt(self, request: PreparedRequest, **kwargs: Any) -> Response:
+        if self.token_auth is not None:
+            request = self.token_auth(request)  # the token current now
         response = super().send(request, **kwargs)  # reads the body too (not streamed)
         if self.on_date is not None:
             self.on_date(response.headers.get("Date"))

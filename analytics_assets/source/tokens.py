@@ -112,6 +112,15 @@ class ManagementTokenAuth(AuthBase):
         request.headers["Authorization"] = f"Bearer {self.current_token()}"
         return request
 
+    def renew(self) -> bool:
+        """Forget the minted token, so the next request mints a fresh one (after a 401); False
+        for a static token, which cannot be renewed."""
+        if not self.mints:
+            return False
+        with self._lock:
+            self._minted = None
+        return True
+
     def current_token(self) -> str:
         if self.mints:
             if not (self._access_key and self._secret):

@@ -17,6 +17,7 @@ from urllib3.exceptions import NewConnectionError, ProtocolError, ReadTimeoutErr
 
 from analytics_assets.source.errors import ApiHttpError, ApiUnreachableError, RateLimitedError
 from analytics_assets.source.retries import RateGate, RetryingSession, RetryPolicy
+from analytics_assets.source.tokens import ManagementTokenAuth
 
 BASE = "http://api.test:8080"
 URL = f"{BASE}/v2/rooms"
@@ -111,9 +112,11 @@ class ScriptedAdapter(HTTPAdapter):
         super().__init__()
         self.script = script
         self.sent: list[requests.PreparedRequest] = []
+        self.headers_sent: list[dict[str, str]] = []
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         self.sent.append(request)
+        self.headers_sent.append(dict(request.headers))
         reply = self.script[min(len(self.sent), len(self.script)) - 1]
         return reply(request)
 
@@ -126,12 +129,14 @@ def session_for(
     gate: RateGate | None = None,
     on_date: Callable[[str | None], None] | None = None,
     sleep: Callable[[float], None] | None = None,
+    token_auth: ManagementTokenAuth | None = None,
 ) -> tuple[RetryingSession, ScriptedAdapter, FakeClock]:
     clock = clock or FakeClock()
     session = RetryingSession(
         policy or POLICY,
         gate=gate,
         on_date=on_date,
+        token_auth=token_auth,
         monotonic=clock.monotonic,
         sleep=sleep or clock.sleep,
     )
@@ -393,3 +398,56 @@ def test_no_error_message_or_log_line_holds_the_token(
     assert adapter.sent[0].headers["Authorization"] == f"Bearer {TOKEN}"  # it was sent
     assert TOKEN not in str(raised.value)
     assert all(TOKEN not in record.getMessage() for record in caplog.records)
+
+
+# ---- the token each attempt carries --------------------------------------------------------
+
+
+def tokens_sent(adapter: ScriptedAdapter) -> list[str]:
+    """The Authorization header of each attempt, as it was sent (attempts share one request)."""
+    return [headers["Authorization"] for headers in adapter.headers_sent]
+
+
+def minting_auth(clock: FakeClock, lifetime: float = 3600.0) -> ManagementTokenAuth:
+    return ManagementTokenAuth(
+        access_key="key", secret="s" * 32, lifetime_seconds=lifetime, clock=clock.monotonic
+    )
+
+
+def test_a_retry_after_long_429_waits_carries_a_token_minted_since() -> None:
+    clock = FakeClock()
+    auth = minting_auth(clock, lifetime=60.0)  # renewed 20 s before it expires
+    limited = answer(429, {"code": 429, "message": "slow down"}, {"Retry-After": "50"})
+    session, adapter, _ = session_for([limited, answer(200, {"data": []})], clock=clock)
+    session.token_auth = auth
+    assert session.get(URL, auth=auth).status_code == 200
+    first, retried = tokens_sent(adapter)
+    assert first != retried  # the first expires at 1060: too close at 1050
+    assert retried == f"Bearer {auth.current_token()}"
+
+
+def test_quirk_a_401_is_tried_once_more_with_a_freshly_minted_token() -> None:
+    """The vendor's SDK retries a 401 once with a new token (a token the API stopped taking)."""
+    clock = FakeClock()
+    auth = minting_auth(clock)
+    refused = answer(401, {"code": 401, "message": "token is invalid"})
+    session, adapter, _ = session_for([refused, answer(200, {"data": []})], clock=clock)
+    session.token_auth = auth
+    assert session.get(URL, auth=auth).status_code == 200
+    first, renewed = tokens_sent(adapter)
+    assert first != renewed and clock.sleeps == []
+
+
+def test_a_401_with_a_static_token_fails_at_once_and_a_minted_one_after_one_renewal() -> None:
+    refused = answer(401, {"code": 401, "message": "token is invalid"})
+    static = ManagementTokenAuth(token=TOKEN)
+    session, adapter, _ = session_for([refused], token_auth=static)
+    with pytest.raises(ApiHttpError, match="answered 401"):
+        session.get(URL, auth=static)
+    assert len(adapter.sent) == 1
+    clock = FakeClock()
+    minting = minting_auth(clock)
+    session, adapter, _ = session_for([refused], clock=clock, token_auth=minting)
+    with pytest.raises(ApiHttpError, match="answered 401"):
+        session.get(URL, auth=minting)
+    assert len(adapter.sent) == 2
