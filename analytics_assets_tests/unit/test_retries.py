@@ -112,7 +112,7 @@ class ScriptedAdapter(HTTPAdapter):
         super().__init__()
         self.script = script
         self.sent: list[requests.PreparedRequest] = []
-        self.headers_sent: list[dict[str, str]] = []
+        self.headers_sent: list[dict[str, str | bytes]] = []
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         self.sent.append(request)
@@ -403,7 +403,7 @@ def test_no_error_message_or_log_line_holds_the_token(
 # ---- the token each attempt carries --------------------------------------------------------
 
 
-def tokens_sent(adapter: ScriptedAdapter) -> list[str]:
+def tokens_sent(adapter: ScriptedAdapter) -> list[str | bytes]:
     """The Authorization header of each attempt, as it was sent (attempts share one request)."""
     return [headers["Authorization"] for headers in adapter.headers_sent]
 
