@@ -86,7 +86,9 @@ def parse_body(response: Response) -> dict[str, Any]:
             body = json.loads(response.content)
         except ValueError:
             kind = response.headers.get("Content-Type", "")
-            shown = "" if "json" in kind else f": {response.text[:120].replace(chr(10), ' ')!r}"
+            # A proxy's page says what went wrong; anything else may hold customers' data.
+            page = kind.lower().startswith("text/html")
+            shown = f": {response.text[:120].replace(chr(10), ' ')!r}" if page else ""
             raise MalformedResponseError(
                 f"{endpoint_of(response.request)} answered {response.status_code} with a body "
                 f"that is not JSON (Content-Type {kind!r}){shown}"

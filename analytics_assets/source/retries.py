@@ -176,6 +176,8 @@ class _Attempts:
         else:
             outcome.result().close()
             what = f"answered {outcome.result().status_code}"
+            if _is_gateway_page(outcome.result()):
+                what += " with an HTML page, not the API's JSON"
         if self.limited:
             assert self.limited_since is not None
             waited = self.session.monotonic() - self.limited_since
@@ -213,7 +215,14 @@ class _Attempts:
 
 
 def _is_retried_status(response: Response) -> bool:
-    return response.status_code in RETRY_STATUSES
+    return response.status_code in RETRY_STATUSES or _is_gateway_page(response)
+
+
+def _is_gateway_page(response: Response) -> bool:
+    """A 2xx that is an HTML page, not the API's JSON: a proxy's or gateway's page (maintenance,
+    captive portal), retried like a 503; what is still one after the retries fails as not JSON."""
+    kind = response.headers.get("Content-Type", "")
+    return 200 <= response.status_code < 300 and kind.lower().startswith("text/html")
 
 
 class RetryingSession(requests.Session):

@@ -92,6 +92,15 @@ def test_a_cut_off_json_body_is_malformed_without_showing_the_body() -> None:
     assert '"limit"' not in message
 
 
+@pytest.mark.parametrize("kind", ["text/plain", "application/octet-stream", ""])
+def test_a_body_that_is_neither_json_nor_a_page_is_not_shown(kind: str) -> None:
+    """An API that mislabels its answer may still be sending customers' data."""
+    body = b"id,name\nr1,Dr Alice Customer-Private\n"
+    with pytest.raises(MalformedResponseError) as raised:
+        parse_body(response(body, kind))
+    assert "not JSON" in str(raised.value) and "Alice" not in str(raised.value)
+
+
 def test_a_json_list_is_malformed_where_an_object_was_due() -> None:
     with pytest.raises(MalformedResponseError) as raised:
         parse_body(response(b'[{"id": "r1"}]'))

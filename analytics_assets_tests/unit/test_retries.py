@@ -451,3 +451,26 @@ def test_a_401_with_a_static_token_fails_at_once_and_a_minted_one_after_one_rene
     with pytest.raises(ApiHttpError, match="answered 401"):
         session.get(URL, auth=minting)
     assert len(adapter.sent) == 2
+
+
+def test_a_200_html_page_from_a_gateway_is_retried_like_a_503(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger=RETRY_LOGGER)
+    page = answer(200, b"<html>maintenance</html>", {"Content-Type": "text/html"})
+    session, adapter, clock = session_for([page, answer(200, {"data": []})])
+    assert get(session).json() == {"data": []}
+    assert clock.sleeps == [2.0]
+    assert "answered 200 with an HTML page" in caplog.text
+    # Still a page after every attempt: handed on, and the client says it is not JSON.
+    session, adapter, _ = session_for([page])
+    assert get(session).headers["Content-Type"] == "text/html"
+    assert len(adapter.sent) == 4
+
+
+def test_a_200_of_malformed_json_is_not_retried() -> None:
+    """A whole body that does not parse is the API's answer, not a passing fault (a body cut
+    short is: its length says so)."""
+    session, adapter, _ = session_for([answer(200, b'{"data": [')])
+    assert get(session).status_code == 200
+    assert len(adapter.sent) == 1
