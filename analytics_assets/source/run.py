@@ -31,9 +31,10 @@ from analytics_assets.source.cursors import SessionCursor, format_time
 T = TypeVar("T")
 R = TypeVar("R")
 
-#: Events per room in the warehouse since a time: `(since) -> {room_id: count}`. The source
-#: cannot see the warehouse; the daily reconciliation needs it to tell which rooms fell short.
-EventCounts = Callable[[datetime], Mapping[str, int]]
+#: Events per room in the warehouse, each room over its own window:
+#: `({room_id: since}) -> {room_id: count}`. The source cannot see the warehouse; the daily
+#: reconciliation needs it to tell which rooms fell short.
+EventCounts = Callable[[Mapping[str, datetime]], Mapping[str, int]]
 
 #: The tables that read the session listing, and so decide where it starts.
 SESSION_READERS = ("sessions", "analytics_events", "recordings")

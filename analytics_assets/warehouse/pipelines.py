@@ -105,20 +105,34 @@ def choose_file_formats(pipeline: dlt.Pipeline, source: Any) -> None:
             resource.apply_hints(file_format="jsonl")
 
 
+#: Rooms counted per query by the reconciliation (two parameters each).
+COUNT_BATCH = 1000
+
+
 def event_counts(pipeline: dlt.Pipeline) -> Any:
-    """`since -> {room_id: events in the warehouse since then}`, for the reconciliation."""
+    """`{room_id: since} -> {room_id: events in the warehouse since then}`, for the
+    reconciliation: each room over its own window, rooms a thousand to a query."""
     from analytics_assets.warehouse.resource import existing_tables
 
-    def counts(since: datetime) -> Mapping[str, int]:
+    def counts(windows: Mapping[str, datetime]) -> Mapping[str, int]:
+        found: dict[str, int] = {}
         with pipeline.sql_client() as client:
             if "analytics_events" not in existing_tables(client):
-                return {}
+                return found
             table = client.make_qualified_table_name("analytics_events")
-            with client.execute_query(
-                f'SELECT data__room_id, count(*) FROM {table} WHERE "timestamp" >= %s '
-                "GROUP BY data__room_id",
-                since,
-            ) as cursor:
-                return {row[0]: int(row[1]) for row in cursor.fetchall()}
+            rooms = list(windows.items())
+            for start in range(0, len(rooms), COUNT_BATCH):
+                batch = rooms[start : start + COUNT_BATCH]
+                values = ", ".join(["(%s, %s)"] * len(batch))
+                query = (
+                    f"WITH w (room_id, since) AS (VALUES {values}) "
+                    f"SELECT w.room_id, count(*) FROM w JOIN {table} AS e "
+                    'ON e.data__room_id = w.room_id AND e."timestamp" >= w.since '
+                    "GROUP BY w.room_id"
+                )
+                params = [value for pair in batch for value in pair]
+                with client.execute_query(query, *params) as cursor:
+                    found.update((row[0], int(row[1])) for row in cursor.fetchall())
+        return found
 
     return counts

@@ -156,8 +156,8 @@ def test_reconcile_counts_every_room_and_reads_again_only_those_that_fell_short(
     events["r1"].append(event("r1-e2", "r1", "r1-s", "track.add.success", 5))
     client = ListingClient(events, ["r0", "r1"], [])
 
-    def warehouse_counts(since: datetime) -> Mapping[str, int]:
-        assert since == SERVED_AT - RETENTION
+    def warehouse_counts(windows: Mapping[str, datetime]) -> Mapping[str, int]:
+        assert windows == {"r0": SERVED_AT - RETENTION, "r1": SERVED_AT - RETENTION}
         return {"r0": 1, "r1": 1}  # r1 lacks one event
 
     run = StatefulRun(client, {}, sweep=True, event_counts=warehouse_counts)
@@ -167,3 +167,24 @@ def test_reconcile_counts_every_room_and_reads_again_only_those_that_fell_short(
     assert [p["room_id"] for p in client.asked if p.get("limit") == 100] == ["r1"]
     assert event_ids(items) == {"r1-e1", "r1-e2"}
     assert totals(items) == {"r0": 1, "r1": 2}
+
+
+def test_quirk_an_api_that_keeps_events_past_its_retention_is_counted_back_to_its_oldest() -> None:
+    """An API that purges once a day still serves events a little over 30 days old: the room's
+    window reaches back to the oldest event its count request brought, so the warehouse (which
+    holds that event) is not found short every day."""
+    kept_longer = event("r0-old", "r0", "r0-s", "track.add.success")
+    kept_longer["timestamp"] = format_time(SERVED_AT - RETENTION - HOUR)
+    events = {"r0": [kept_longer, *room_events("r0")["r0"]]}
+    client = ListingClient(events, ["r0"], [])
+    asked: list[Mapping[str, datetime]] = []
+
+    def warehouse_counts(windows: Mapping[str, datetime]) -> Mapping[str, int]:
+        asked.append(windows)
+        return {"r0": 2}
+
+    run = StatefulRun(client, {}, sweep=True, event_counts=warehouse_counts)
+    items = list(reconcile(RoomEvents(run)))
+    assert asked == [{"r0": SERVED_AT - RETENTION - HOUR}]
+    assert event_ids(items) == set()  # complete: nothing read again
+    assert totals(items) == {"r0": 2}

@@ -24,8 +24,9 @@ The rules, one function each:
   request for most rooms, and it brings the session-less errors and late events with it)
   unless reading it by session would take fewer requests: then each of its sessions with
   activity, plus its error events. Rooms known to need many pages are remembered (`busy`).
-- `reconcile` (the daily sweep): one request per room (`limit=1`) gives the API's `total`; a
-  room whose warehouse count over the API's window falls short is read whole again. This
+- `reconcile` (the daily sweep): one request per room (`limit=1`) gives the API's `total` and
+  its oldest event; a room whose warehouse count over that window (the retention, or back to
+  that event if the API still keeps it) falls short is read whole again. This
   catches what the hourly rules cannot see: errors in rooms without activity, events later than
   the lookback, rows lost for any other reason. Its counts ask exactly what the loads ask.
 
@@ -213,9 +214,11 @@ class RoomEvents:
         return read
 
     def count(self, room_id: str) -> tuple[str, int, dict[str, Any]]:
-        """The room's total as the API counts what the loads ask for (one event fetched)."""
+        """The room's total as the API counts what the loads ask for (one event fetched: the
+        oldest, as events are listed in time order, so the window reaches back to it when the
+        API keeps events longer than its retention says)."""
         page = next(iter(self.pages({"room_id": room_id}, limit=1)))
-        return room_id, page.total, self.totals_row(room_id, page)
+        return room_id, page.total, self.totals_row(room_id, page, oldest(page.events))
 
     def totals_row(
         self, room_id: str, page: EventPage, oldest: datetime | None = None
@@ -368,13 +371,12 @@ def reconcile(events: RoomEvents) -> Iterator[Any]:
             "the events reconciliation compares the API's totals with the warehouse's "
             "counts: build the source with event_counts (the Dagster assets do)"
         )
-    counts: Mapping[str, int] | None = None
+    rooms = (room["id"] for page in run.rooms(settings.start_date) for room in page)
+    counted = list(run.fan_out(events.count, rooms))
+    counts = settings.event_counts({room_id: row["window_start"] for room_id, _, row in counted})
     short: list[str] = []
     complete: list[dict[str, Any]] = []
-    rooms = (room["id"] for page in run.rooms(settings.start_date) for room in page)
-    for room_id, total, row in run.fan_out(events.count, rooms):
-        if counts is None:
-            counts = settings.event_counts(row["window_start"])
+    for room_id, total, row in counted:
         if total > counts.get(room_id, 0):
             short.append(room_id)  # read whole again below; its totals come with it
         else:
