@@ -12,6 +12,7 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import psycopg2
@@ -215,10 +216,11 @@ def test_the_reconciliation_counts_each_room_over_its_own_window(
 
     from analytics_assets.warehouse.pipelines import COUNT_BATCH, event_counts
 
-    if destination == "postgres":
-        target = dlt.destinations.postgres(request.getfixturevalue("postgres_db"))
-    else:
-        target = dlt.destinations.duckdb(str(tmp_path / "counts.duckdb"))
+    target: Any = (
+        dlt.destinations.postgres(request.getfixturevalue("postgres_db"))
+        if destination == "postgres"
+        else dlt.destinations.duckdb(str(tmp_path / "counts.duckdb"))
+    )
     pipeline = dlt.pipeline("counts", destination=target, dataset_name="analytics")
     day = datetime(2024, 7, 1, tzinfo=UTC)
     rows = [
