@@ -16,17 +16,23 @@ The source is built anew for every run, so nothing here outlives one.
 from __future__ import annotations
 
 import copy
+import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import dlt
 
 from analytics_assets.source.client import AnalyticsApiClient, ListPage
 from analytics_assets.source.cursors import SessionCursor, format_time
+
+logger = logging.getLogger(__name__)
+
+#: How far this machine's clock may run ahead of the API's, where the API does not say its time.
+LOCAL_CLOCK_ALLOWANCE = timedelta(minutes=5)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -75,6 +81,8 @@ class SharedListing:
         self._source: Iterator[ListPage] | None = None
         self._done = False
         self._error: BaseException | None = None
+        #: This machine's clock when the first page was asked for.
+        self.local_start: datetime | None = None
 
     @property
     def started_at(self) -> datetime | None:
@@ -97,6 +105,7 @@ class SharedListing:
                         return
                     try:
                         if self._source is None:
+                            self.local_start = datetime.now(UTC)
                             self._source = self._fetch()
                         self._pages.append(next(self._source))
                     except StopIteration:
@@ -181,8 +190,18 @@ class Run:
 
     def sessions_started_at(self) -> datetime | None:
         """The API's clock when this run's session listing began (its live sessions' first
-        page): a cursor committed past it could skip a session that started while it paged."""
-        return self._session_listings()[0].started_at
+        page): a cursor committed past it could skip a session that started while it paged.
+        An answer without a `Date` header (a proxy that drops it) leaves this machine's clock
+        when the listing began, less `LOCAL_CLOCK_ALLOWANCE` for the two clocks' difference."""
+        listing = self._session_listings()[0]
+        if listing.started_at is not None or listing.local_start is None:
+            return listing.started_at
+        logger.warning(
+            "the API's answers carry no Date header: session cursors are bounded by this "
+            "machine's clock less %s",
+            LOCAL_CLOCK_ALLOWANCE,
+        )
+        return listing.local_start - LOCAL_CLOCK_ALLOWANCE
 
     def _session_listings(self) -> tuple[SharedListing, SharedListing]:
         with self._lock:

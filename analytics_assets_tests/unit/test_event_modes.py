@@ -4,14 +4,14 @@ an in-memory client and state: which rooms each reads, and what each keeps in th
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
 
 from analytics_assets.source.client import ListPage
 from analytics_assets.source.cursors import CursorTracker, format_time
-from analytics_assets.source.run import Run, RunSettings
+from analytics_assets.source.run import LOCAL_CLOCK_ALLOWANCE, Run, RunSettings
 from analytics_assets.source.tables.analytics_events import (
     RoomEvents,
     first_load,
@@ -47,6 +47,7 @@ class ListingClient(FakeClient):
         self.rooms = rooms
         self.sessions = sessions
         self.listed: list[tuple[str, dict[str, Any]]] = []
+        self.served_at: datetime | None = SERVED_AT  # None: answers without a `Date` header
 
     def list_pages(self, path: str, params: dict[str, Any]) -> Iterator[ListPage]:
         self.listed.append((path, dict(params)))
@@ -55,7 +56,7 @@ class ListingClient(FakeClient):
         else:
             active = params.get("active") == "true"
             found = [s for s in self.sessions if s["active"] == active]
-        yield ListPage(found, SERVED_AT)
+        yield ListPage(found, self.served_at)
 
 
 class StatefulRun(Run):
@@ -188,3 +189,23 @@ def test_quirk_an_api_that_keeps_events_past_its_retention_is_counted_back_to_it
     assert asked == [{"r0": SERVED_AT - RETENTION - HOUR}]
     assert event_ids(items) == set()  # complete: nothing read again
     assert totals(items) == {"r0": 2}
+
+
+def test_the_session_cursor_bound_is_the_apis_clock_or_without_a_date_header_the_local_one() -> (
+    None
+):
+    """A proxy may drop the `Date` header: the bound then comes from this machine's clock when
+    the listing began, less an allowance, never from nothing (issue 15: a cursor past the
+    listing's start can skip a session created while it paged)."""
+    sessions = [session("s", "r0", active=False, started=SERVED_AT - HOUR, ended=SERVED_AT)]
+    client = ListingClient({}, [], sessions)
+    run = StatefulRun(client, {})
+    list(run.sessions())
+    assert run.sessions_started_at() == SERVED_AT
+    client.served_at = None
+    run = StatefulRun(client, {})
+    before = datetime.now(UTC)
+    list(run.sessions())
+    bound = run.sessions_started_at()
+    assert bound is not None
+    assert before - LOCAL_CLOCK_ALLOWANCE <= bound <= datetime.now(UTC) - LOCAL_CLOCK_ALLOWANCE
