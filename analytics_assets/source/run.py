@@ -183,7 +183,7 @@ class Run:
         sample lists ended sessions): a listing without it may hold the live sessions only. So
         the live and the ended sessions are listed apart, `active=true` then `active=false`,
         complete under either reading. A session that ended between the two listings comes
-        twice, live then ended: the sessions table keeps the row updated last.
+        twice, live then ended: the sessions table loads it once, as ended.
         """
         for listing in self._session_listings():
             yield from listing

@@ -22,8 +22,6 @@ def sessions_resource(run: Run) -> DltResource:
         name="sessions",
         primary_key="id",
         write_disposition="merge",
-        # Listed twice in one run (live, then ended: `Run.sessions`), the later state wins.
-        columns={"updated_at": {"dedup_sort": "desc"}},
         # Unset (absent, or the zero time) while a peer is in the room: typed, so the column
         # exists even when no peer has left yet.
         nested_hints={
@@ -32,12 +30,24 @@ def sessions_resource(run: Run) -> DltResource:
         parallelized=True,
     )
     def sessions() -> Iterator[Any]:
+        """Each session once: live sessions are held back to the end, and one that ended
+        while the run listed (so listed live, then ended: `Run.sessions`) loads as ended,
+        whatever its times say (an unset `updated_at` is no order)."""
         track = CursorTracker(run.state("sessions"))
+        live: dict[str, dict[str, Any]] = {}
         for page in run.sessions():
+            ended = []
             for session in page:
                 track.observe(session)
-            if page:
-                yield [session_row(session) for session in page]
+                if session.get("active"):
+                    live[session["id"]] = session
+                else:
+                    ended.append(session)
+                    live.pop(session["id"], None)
+            if ended:
+                yield [session_row(session) for session in ended]
+        if live:
+            yield [session_row(session) for session in live.values()]
         track.commit(run.sessions_started_at())
 
     return sessions
