@@ -29,11 +29,13 @@ REFRESH_MARGIN_SECONDS = 300.0
 #: Sessions that ended this recently are read again by every refresh: events keep arriving
 #: after a session ends (`beam.recording.success` once the recording is uploaded).
 LATE_EVENT_LOOKBACK_HOURS = 24.0
-#: The API keeps events this long; the reconciliation compares counts over this window.
+#: The API keeps events this long; the reconciliation compares counts over this window (or back
+#: to the oldest event the API still serves).
 EVENT_RETENTION_DAYS = 30
 
-#: Every event type the reference documents; sent explicitly, as its track and recording
-#: pages mark `type` required.
+#: Every event type the reference documents: named in event requests only when the API refuses
+#: requests without `type` (its track and recording pages mark it required), and in the
+#: error-only query of a busy room.
 EVENT_TYPES = (
     "track.add.success",
     "track.update.success",
@@ -79,14 +81,16 @@ RESOURCE_DESCRIPTIONS: dict[str, str] = {
         "hlsDestinations or transcriptions, key the destination's map key."
     ),
     "analytics_events": (
-        "Analytics events (GET /v2/analytics/events?room_id=&type=...), merged on id and kept "
+        "Analytics events (GET /v2/analytics/events?room_id=), every type the API serves, "
+        "merged on id (insert-only) and kept "
         "beyond the API's 30 days; refreshes read the rooms with activity or with a session "
         "that ended within the lookback; the daily sweep reconciles every room's count with "
         "the API's total (table analytics_events_totals, check events_complete)."
     ),
     "recordings": (
         "Recordings (GET /v2/recordings), merged on id; refreshes read the recordings of "
-        "sessions with activity and those not yet completed; the daily sweep reads all."
+        "sessions with activity and the unfinished ones changed within the lookback; the "
+        "daily sweep reads all."
     ),
 }
 

@@ -44,5 +44,5 @@ def test_each_job_has_its_own_pipeline_and_each_run_its_own_directory() -> None:
     run each); ad hoc runs use the pipeline every run used before jobs had their own."""
     assert pipeline_name("activity_refresh") == f"{SHARED_PIPELINE}__activity_refresh"
     assert pipeline_name("__ASSET_JOB") == pipeline_name(None) == SHARED_PIPELINE
-    assert run_workdir("run-a") != run_workdir("run-b")
-    assert run_workdir("run-a").name == "run-a"
+    assert run_workdir("run-a").name == "run-a" and run_workdir("run-b").name == "run-b"
+    assert run_workdir("run-a").parent == run_workdir("run-b").parent  # side by side
