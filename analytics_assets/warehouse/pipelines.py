@@ -14,6 +14,7 @@ working directory or a state record:
 from __future__ import annotations
 
 import shutil
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -46,25 +47,33 @@ def inherited_cursors(pipeline: dlt.Pipeline, tables: Sequence[str]) -> dict[str
     none of yet: a warehouse loaded before jobs had their own pipelines keeps its place."""
     if pipeline.pipeline_name == SHARED_PIPELINE:
         return {}
-    own = _stored_resources(pipeline, pipeline.pipeline_name)
+    own = _stored_resources(pipeline)
     missing = [t for t in tables if not own.get(t)]
     if not missing:
         return {}
-    shared = _stored_resources(pipeline, SHARED_PIPELINE)
+    # The shared pipeline's state, read through a pipeline of that name in a directory of its
+    # own (runs side by side never share one), restored from the warehouse by dlt.
+    with tempfile.TemporaryDirectory(prefix="dlt-shared-state-") as work:
+        shared_pipeline = dlt.pipeline(
+            SHARED_PIPELINE,
+            pipelines_dir=work,
+            destination=pipeline.destination,
+            dataset_name=pipeline.dataset_name,
+        )
+        shared = _stored_resources(shared_pipeline)
     return {t: shared[t] for t in missing if shared.get(t)}
 
 
-def _stored_resources(pipeline: dlt.Pipeline, name: str) -> dict[str, Any]:
+def _stored_resources(pipeline: dlt.Pipeline) -> dict[str, Any]:
+    """The source's resource states the warehouse holds for this pipeline (`sync_destination`
+    restores them; nothing if the warehouse has no state yet)."""
     from dlt.destinations.exceptions import DatabaseUndefinedRelation, DestinationUndefinedEntity
-    from dlt.pipeline.state_sync import load_pipeline_state_from_destination
 
     try:
-        with pipeline.destination_client() as client:
-            state = load_pipeline_state_from_destination(name, client)  # type: ignore[arg-type]
+        pipeline.sync_destination()
     except (DestinationUndefinedEntity, DatabaseUndefinedRelation):
         return {}
-    if not state:
-        return {}
+    state = pipeline.state
     return dict(state.get("sources", {}).get(SOURCE_NAME, {}).get("resources", {}))
 
 
