@@ -14,14 +14,17 @@ present, the value equal. What docs/readings.md says is reshaped is the only dif
 - settings' `recording` and `retry` are JSON columns, compared as JSON;
 - timestamps are kept to the microsecond (the API sends up to nanoseconds); the zero time
   `0001-01-01T00:00:00Z` ("not set") is NULL;
-- fields that hold a secret (customers' storage `credentials`) are dropped, and an RTMP URL
-  keeps only `rtmp://host[:port]/***` (streaming services put the stream key in its path);
+- fields that hold a secret (customers' storage `credentials`) are dropped, an RTMP URL
+  keeps only `rtmp://host[:port]/***` (streaming services put the stream key in its path), and
+  a URL's `token` query value is masked (the recorder's `meeting_url?token=...`: the sample's
+  is a mode name, a custom meeting URL's an auth token);
 - an empty object or list leaves no column and no row.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator
 from datetime import datetime
@@ -153,6 +156,8 @@ def same(loaded: Any, expected: Any) -> bool:
         scheme, rest = expected.split("://", 1)
         host, _, path = rest.partition("/")
         expected = f"{scheme}://{host}/***" if path else expected
+    elif isinstance(expected, str) and "://" in expected and "token=" in expected:
+        expected = re.sub(r"([?&]token=)[^&#]+", r"\1***", expected)
     if isinstance(loaded, datetime) and isinstance(expected, str):
         text = expected.replace("Z", "+00:00")
         if "." in text:  # Python keeps microseconds: the API sends up to nanoseconds
