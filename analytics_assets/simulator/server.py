@@ -733,9 +733,7 @@ def _handler_for(sim: ApiSimulator) -> type[BaseHTTPRequestHandler]:
                     sim._in_flight -= 1
 
         def _answer(self, arrived: float) -> None:
-            # The target may come in absolute form (`GET https://host/v2/rooms`, from a client
-            # whose proxy setting points at the simulator): HTTP/1.1 servers must accept it.
-            url = urlsplit(self.path)
+            url = urlsplit(self.path)  # the absolute form too (a client whose proxy is this)
             if url.path == STATS_PATH:  # the simulator's own: not part of the API, not counted
                 self._send(Answer(200, json.dumps(sim.stats()).encode(), {}, None))
                 return
