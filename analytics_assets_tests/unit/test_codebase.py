@@ -1,0 +1,36 @@
+"""Rules of the codebase that a reader relies on (issue 16)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[2] / "analytics_assets"
+MAX_FUNCTION_LINES = 60
+
+
+def test_no_function_in_the_package_is_longer_than_60_lines_closures_included() -> None:
+    long = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = (node.end_lineno or node.lineno) - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.name}")
+    assert long == []
+
+
+def test_the_simulator_imports_nothing_from_the_client() -> None:
+    """The simulator is the tests' oracle: written from the reference, never from the source."""
+    imports = []
+    for path in sorted((PACKAGE / "simulator").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            imports += [f"{path.name}: {n}" for n in names if n.startswith("analytics_assets.")]
+    assert [i for i in imports if "analytics_assets.simulator" not in i] == []
