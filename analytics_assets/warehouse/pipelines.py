@@ -45,8 +45,9 @@ def run_workdir(run_id: str) -> Path:
 def inherited_cursors(pipeline: dlt.Pipeline, tables: Sequence[str]) -> dict[str, dict[str, Any]]:
     """The cursors a job's pipeline takes over from the shared pipeline, for the tables it has
     none of yet: a warehouse loaded before jobs had their own pipelines keeps its place.
-    Only tables that keep a cursor can inherit one: a job of other tables (the live peers,
-    every 5 minutes) reads no state at all."""
+    Only tables that keep a cursor can inherit one: for a job of other tables (the live peers,
+    every 5 minutes) neither its own state nor the shared pipeline's is read here (dlt restores
+    its own when it runs)."""
     tables = [t for t in tables if t in CURSOR_TABLES]
     if pipeline.pipeline_name == SHARED_PIPELINE or not tables:
         return {}
