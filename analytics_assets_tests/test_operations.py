@@ -264,14 +264,20 @@ def receiver() -> Iterator[Receiver]:
 def _failed_run_context(job: str) -> tuple[dg.RunFailureSensorContext, str]:
     instance = dg.DagsterInstance.ephemeral()
     result = run_job(job, instance=instance, raise_on_error=False)
+    return _failure_sensor_context(instance, result), result.run_id
+
+
+def _failure_sensor_context(
+    instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult
+) -> dg.RunFailureSensorContext:
+    """What `report_failed_runs` is given for the failed run `result`."""
     assert not result.success
-    context = dg.build_run_status_sensor_context(
+    return dg.build_run_status_sensor_context(
         sensor_name="report_failed_runs",
         dagster_instance=instance,
         dagster_run=result.dagster_run,
         dagster_event=result.get_run_failure_event(),
     ).for_run_failure()
-    return context, result.run_id
 
 
 def test_failed_run_is_posted_to_the_webhook_without_secrets(
@@ -315,13 +321,7 @@ def test_a_secret_in_a_long_error_is_masked_before_the_alert_is_cut(
         selection=[dg.AssetKey(["analytics", "templates"])],
         raise_on_error=False,
     )
-    assert not result.success
-    context = dg.build_run_status_sensor_context(
-        sensor_name="report_failed_runs",
-        dagster_instance=instance,
-        dagster_run=result.dagster_run,
-        dagster_event=result.get_run_failure_event(),
-    ).for_run_failure()
+    context = _failure_sensor_context(instance, result)
     report_failed_runs(context)
     text = receiver.posts[0]["text"]
     assert "could not connect" in text and "***" in text
