@@ -7,7 +7,7 @@ READING ?= lenient
 PORT ?= 3000
 # One test worker more than cores: the end-to-end tests wait on sockets, subprocesses and
 # services (measured: 2 workers keep 1.2 of 2 cores busy, 3 keep 1.6).
-WORKERS ?= $(shell $(PYTHON) -c 'import os; print((os.cpu_count() or 1) + 1)')
+WORKERS ?= $(shell $(PYTHON) -c 'import os; print(len(os.sched_getaffinity(0)) + 1 if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1) + 1)')
 SDK := analytics_assets_tests/vendor_sdk
 
 .PHONY: help load test test-fast check lint types validate dev simulator benchmark benchmark-refresh benchmark-speed clean

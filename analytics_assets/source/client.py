@@ -109,7 +109,8 @@ def read_environment_once(session: requests.Session, base_url: str) -> None:
     each, measured: a second per 6,000 requests). Every request of a run goes to the one base
     URL, so the settings requests would find are read here, through its public
     `merge_environment_settings`, and kept on the session (`.netrc`, the one thing more that
-    `trust_env` reads, is not used: the auth is always set)."""
+    `trust_env` reads, is not used: the auth is always set). The one difference: a redirect to
+    another host goes the way the API's host does (the API does not redirect elsewhere)."""
     found = session.merge_environment_settings(base_url, {}, None, None, None)
     session.proxies.update(found["proxies"])
     session.verify = found["verify"]

@@ -136,13 +136,21 @@ def test_quote_id_keeps_an_id_one_path_segment(value: str, quoted: str) -> None:
     assert quote_id(value) == quoted
 
 
+def _clear_proxy_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No proxy or CA bundle of this machine's own environment."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+
+
 def test_environment_settings_are_read_once_and_kept_on_the_session(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Proxy and CA bundle of the environment, as requests would find them for the API's host,
     are kept on the session; the environment is not scanned again for each request."""
-    for name in ("HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy", "CURL_CA_BUNDLE"):
-        monkeypatch.delenv(name, raising=False)
+    _clear_proxy_environment(monkeypatch)
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.corp:3128")
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/corp-ca.pem")
     session = requests.Session()
@@ -160,11 +168,27 @@ def test_environment_settings_are_read_once_and_kept_on_the_session(
 def test_no_proxy_naming_the_api_host_keeps_requests_direct(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    _clear_proxy_environment(monkeypatch)
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.corp:3128")
     monkeypatch.setenv("NO_PROXY", "api.100ms.live")
-    for name in ("https_proxy", "no_proxy", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
-        monkeypatch.delenv(name, raising=False)
     session = requests.Session()
     read_environment_once(session, "https://api.100ms.live")
     assert session.proxies == {}
     assert session.verify is True
+
+
+def test_the_api_client_reads_the_environment_once() -> None:
+    """The run's client is made with `read_environment_once`: requests does not scan the
+    environment again for each of its requests."""
+    from requests.auth import HTTPBasicAuth
+
+    from analytics_assets.source.client import AnalyticsApiClient
+    from analytics_assets.source.retries import RetryPolicy
+
+    client = AnalyticsApiClient(
+        "http://api.test", HTTPBasicAuth("u", "p"), policy=RetryPolicy(), max_pages=10, workers=2
+    )
+    try:
+        assert client.rest.session.trust_env is False
+    finally:
+        client.close()

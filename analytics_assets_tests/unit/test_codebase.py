@@ -53,3 +53,14 @@ def test_cursor_tables_are_exactly_the_tables_whose_resource_reads_its_state() -
             ):
                 read.add(node.args[0].value)
     assert read == set(CURSOR_TABLES)
+    # dlt's state is reached only through `Run.state`: no other call, nor dlt's incremental.
+    other = []
+    for path in sorted((PACKAGE / "source").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.Attribute):
+                continue
+            name = node.attr
+            dlt_state = name in ("resource_state", "source_state", "incremental", "state_value")
+            if dlt_state and (path.name, name) != ("run.py", "resource_state"):
+                other.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {name}")
+    assert other == []
