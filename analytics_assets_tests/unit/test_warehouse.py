@@ -82,8 +82,9 @@ def _shared_pipeline_with_a_rooms_cursor(database: Path, pipelines_dir: Path) ->
 def test_a_jobs_first_run_inherits_cursors_only_for_tables_that_keep_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The live peers' job (every 5 minutes) keeps no cursor: it reads no state, its own or
-    the shared pipeline's; the activity job's first run takes the shared rooms cursor."""
+    """The live peers' job (every 5 minutes) keeps no cursor: nothing is synced to look for one
+    (neither its own state nor the shared pipeline's); the activity job's first run takes the
+    shared rooms cursor."""
     database = tmp_path / "w.duckdb"
     _shared_pipeline_with_a_rooms_cursor(database, tmp_path)
     syncs: list[str] = []
